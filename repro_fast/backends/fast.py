@@ -1,0 +1,159 @@
+"""The fast backend: one pass over each chain of thought, its KV cache reused by every answer copy.
+
+Exact, not an approximation: SPEC §2 defines ``J(f)`` on the real sequence ``[q, y[0..f), a]``,
+and under causal attention the answer tokens of that sequence see exactly the keys of
+``[q, y[0..f)]`` plus the earlier answer tokens. So:
+
+Phase 1 (one forward over ``[q, y]``, cache kept). The head gives log-prob and entropy of every
+response position; after selection it also gives each copy's first answer token ``a_0``, read at
+position ``|q| + P_j - 1`` of the same hidden states (no extra pass).
+
+Phase 2 (one extend step over that cache). All ``m + 1`` copies ``a[0..|a|-1)`` of a trajectory
+go in together (the last answer token is never an input). Copy ``j`` sits at positions
+``|q| + P_j + i`` and sees cache keys ``[0, |q| + P_j)`` plus itself, causally::
+
+    keys ->      cache: q  y0 y1 y2 y3 | copy0 | copy1 | copy2
+    copy0 (P=0)  x  .  .  .  .         | \\     |       |
+    copy1 (P=2)  x  x  x  .  .         |       | \\     |
+    copy2 (P=4)  x  x  x  x  x         |       |       | \\
+
+On CPU the pattern goes to the model as a 4-D additive attention mask (transformers passes a
+4-D mask through unchanged to every attention implementation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from repro_fast.backends.common import Item, ModelAdapter, TokenStats, micro_batches, right_padded
+
+
+class FastBackend:
+    name = "fast"
+
+    def __init__(self, adapter: ModelAdapter, token_budget: int):
+        self.adapter = adapter
+        self.token_budget = token_budget
+        self._check_model_supported(adapter.model)
+
+    @staticmethod
+    def _check_model_supported(model) -> None:
+        cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        if getattr(cfg, "is_encoder_decoder", False):
+            raise TypeError(f"model: {type(model).__name__} is an encoder-decoder; the fast backend needs a decoder-only causal LM")
+
+    def run(
+        self,
+        items: list[Item],
+        select: Callable[[int, TokenStats], list[int]],
+    ) -> tuple[list[TokenStats], list[list[int]], list[torch.Tensor]]:
+        """Same contract as `NaiveBackend.run`: stats, points and ``J`` at every point."""
+        stats: list[TokenStats | None] = [None] * len(items)
+        points: list[list[int] | None] = [None] * len(items)
+        answer_lp: list[torch.Tensor | None] = [None] * len(items)
+        lengths = [len(it.prompt) + len(it.response) for it in items]
+        for batch in micro_batches(lengths, self.token_budget):
+            self._run_micro_batch(items, batch, select, stats, points, answer_lp)
+        return stats, points, answer_lp  # type: ignore[return-value]
+
+    def _run_micro_batch(self, items, batch, select, stats, points, answer_lp) -> None:
+        adapter, device = self.adapter, self.adapter.device
+        seqs = [np.concatenate([items[b].prompt, items[b].response]) for b in batch]
+        ids, mask2d, pos = right_padded(seqs, device)
+        hidden, cache = adapter.hidden(ids, mask2d, pos, use_cache=True)
+        width = ids.shape[1]
+
+        # Phase 1 head: every response position of the batch in one call.
+        rows, targets = [], []
+        for r, b in enumerate(batch):
+            q, n = len(items[b].prompt), len(items[b].response)
+            rows.append(hidden[r, q - 1 : q - 1 + n])
+            targets.append(items[b].response)
+        lp, ent = adapter.head_stats(torch.cat(rows), torch.from_numpy(np.concatenate(targets)).to(device))
+        offset = 0
+        for b in batch:
+            n = len(items[b].response)
+            stats[b] = TokenStats(lp[offset : offset + n], ent[offset : offset + n])
+            offset += n
+            points[b] = select(b, stats[b])
+
+        # First answer token of every copy: read off the phase-1 hidden states.
+        first_rows = torch.cat([
+            hidden[r, len(items[b].prompt) - 1 + torch.tensor(points[b], device=device)]
+            for r, b in enumerate(batch)
+        ])
+        first_targets = torch.tensor(
+            [int(items[b].answer[0]) for b in batch for _ in points[b]], device=device
+        )
+        first_lp, _ = adapter.head_stats(first_rows, first_targets)
+        del hidden
+
+        # Phase 2: the remaining answer tokens of every copy, in one extend step over the cache.
+        rest_sum = torch.zeros_like(first_lp)
+        if any(len(items[b].answer) > 1 for b in batch):
+            rest_sum = self._extend(items, batch, points, cache, width, first_lp.shape[0])
+        totals = (first_lp + rest_sum).cpu()
+        offset = 0
+        for b in batch:
+            m1 = len(points[b])
+            answer_lp[b] = totals[offset : offset + m1] / len(items[b].answer)
+            offset += m1
+
+    def _extend(self, items, batch, points, cache, width: int, num_copies: int) -> torch.Tensor:
+        """Sum of ``log p(a_i)`` for ``i >= 1`` of every copy, in batch-copy order."""
+        adapter, device = self.adapter, self.adapter.device
+        per_row = [len(points[b]) * (len(items[b].answer) - 1) for b in batch]
+        c_max = max(per_row)
+        ids = np.zeros((len(batch), c_max), dtype=np.int64)
+        positions = np.zeros((len(batch), c_max), dtype=np.int64)
+        limit = np.ones((len(batch), c_max), dtype=np.int64)  # cache keys [0, limit) visible
+        copy_start = np.arange(c_max)[None].repeat(len(batch), 0)  # padding rows: see only self
+        targets, copy_of_token, valid = [], [], np.zeros((len(batch), c_max), dtype=bool)
+        copy_index = 0
+        for r, b in enumerate(batch):
+            q, a = len(items[b].prompt), items[b].answer
+            span = len(a) - 1
+            for j, p in enumerate(points[b]):
+                sl = slice(j * span, (j + 1) * span)
+                ids[r, sl] = a[:-1]
+                positions[r, sl] = q + p + np.arange(span)
+                limit[r, sl] = q + p
+                copy_start[r, sl] = j * span
+                valid[r, sl] = True
+                targets.append(a[1:])
+                copy_of_token.append(np.full(span, copy_index + j))
+            copy_index += len(points[b])
+        ids_t = torch.from_numpy(ids).to(device)
+        pos_t = torch.from_numpy(positions).to(device)
+        mask = self._copy_mask(
+            torch.from_numpy(limit).to(device), torch.from_numpy(copy_start).to(device), width
+        )
+        hidden, _ = adapter.hidden(ids_t, mask, pos_t, cache=cache, use_cache=True)
+        valid_t = torch.from_numpy(valid).to(device)
+        lp, _ = adapter.head_stats(
+            hidden[valid_t], torch.from_numpy(np.concatenate(targets)).to(device)
+        )
+        sums = torch.zeros(num_copies, dtype=lp.dtype, device=device)
+        sums.index_add_(0, torch.from_numpy(np.concatenate(copy_of_token)).to(device), lp)
+        return sums
+
+    def _copy_mask(self, limit: torch.Tensor, copy_start: torch.Tensor, width: int) -> torch.Tensor:
+        """Additive 4-D mask ``[B, 1, C, width + C]``: prefix-limited cache keys, then causal
+        attention inside each copy."""
+        batch, c_max = limit.shape
+        keys = torch.arange(width + c_max, device=limit.device)
+        query = torch.arange(c_max, device=limit.device)[None, :, None]  # [1, C, 1]
+        in_cache = keys[None, None, :] < width
+        own = keys[None, None, :] - width  # index among the copy tokens
+        allowed = torch.where(
+            in_cache,
+            keys[None, None, :] < limit[:, :, None],
+            (own >= copy_start[:, :, None]) & (own <= query),
+        )
+        dtype = self.adapter.head.weight.dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=limit.device)
+        mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+        return mask[:, None]

@@ -1,0 +1,271 @@
+"""SPEC §1 and §3 on the host: think-end bounds and segment-start candidates.
+
+Both rules are defined on *text* (``tokenizer.decode`` of token ids), so they work for any
+tokenizer. Decoding every prefix of every response would cost O(n^2), so we precompute, once
+per tokenizer, a table of each token's bytes (byte-level BPE: GPT-2, Llama-3, Qwen, SmolLM2,
+...). The text of a sequence is then the UTF-8 decoding of the concatenated bytes, and a text
+suffix or marker made of complete characters shows up in the text exactly where its UTF-8
+bytes show up in the byte string (a marker starts with a lead or ASCII byte, which no
+preceding invalid sequence can swallow). The table is validated against ``tokenizer.decode``
+when it is built; a tokenizer that fails validation (SentencePiece with a stripping decoder,
+say) takes the exact path that decodes prefixes, which is slow but equals the rule by
+definition.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+import weakref
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from repro_fast.config import RePROConfig
+
+
+def decode(tokenizer, ids) -> str:
+    """The text of token ids, exactly as SPEC §1 defines it."""
+    return tokenizer.decode(
+        list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False
+    )
+
+
+@lru_cache(maxsize=1)
+def _byte_level_alphabet() -> dict[str, int]:
+    """GPT-2's reversible byte <-> printable-unicode map (byte-level BPE pieces use it)."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    chars = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return {chr(c): b for b, c in zip(printable, chars)}
+
+
+class TokenizerTables:
+    """Per-tokenizer tables, built once (see `tables_for`).
+
+    Attributes:
+        vocab_size: ``len(tokenizer)``: valid ids are ``[0, vocab_size)``.
+        token_text: ``decode([id])`` of every id.
+        blank: bool ``[vocab_size]``: the text of the token alone is whitespace-only
+            (``text.strip() == ""``, so a token with empty text counts as blank).
+        token_bytes: the UTF-8 bytes each id contributes to a decoded sequence, or ``None``
+            when the tokenizer is not byte-level (then the exact prefix-decoding path is used).
+    """
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.vocab_size = len(tokenizer)
+        ids = [[i] for i in range(self.vocab_size)]
+        self.token_text: list[str] = tokenizer.batch_decode(
+            ids, skip_special_tokens=False, clean_up_tokenization_spaces=False
+        )
+        self.blank = np.array([t.strip() == "" for t in self.token_text], dtype=bool)
+        self.token_bytes = self._byte_table()
+
+    def _byte_table(self) -> list[bytes] | None:
+        tok = self.tokenizer
+        alphabet = _byte_level_alphabet()
+        added = {
+            i: getattr(t, "content", str(t))
+            for i, t in getattr(tok, "added_tokens_decoder", {}).items()
+        }
+        try:
+            pieces = tok.convert_ids_to_tokens(list(range(self.vocab_size)))
+        except Exception:  # noqa: BLE001 - any failure just means "not byte-level"
+            return None
+        table: list[bytes] = []
+        for i, piece in enumerate(pieces):
+            if i in added:
+                table.append(added[i].encode("utf-8"))
+            elif piece is None or any(ch not in alphabet for ch in piece):
+                return None
+            else:
+                table.append(bytes(alphabet[ch] for ch in piece))
+        # Validate against the tokenizer itself: every single token, and a few sequences that
+        # mix multi-byte characters split across tokens with special tokens.
+        for i, text in enumerate(self.token_text):
+            if table[i].decode("utf-8", errors="replace") != text:
+                return None
+        rng = np.random.default_rng(0)
+        probes = [tok.encode(s, add_special_tokens=False) for s in _PROBE_TEXTS]
+        probes += [rng.integers(0, self.vocab_size, size=48).tolist() for _ in range(8)]
+        for ids in probes:
+            joined = b"".join(table[t] for t in ids).decode("utf-8", errors="replace")
+            if joined != decode(tok, ids):
+                return None
+        return table
+
+
+_PROBE_TEXTS = (
+    "Step 1.\n\nWait, 7 + 8 = 15?\n  \n\nSo x = 3.</think>\\boxed{42}",
+    "Ünïcödé ☃ 数学 🙂 done.\n\n",
+    " leading space\tand\ttabs\r\n\r\nend",
+)
+
+_TABLE_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_TABLE_CACHE_BY_ID: dict[int, TokenizerTables] = {}
+
+
+def tables_for(tokenizer) -> TokenizerTables:
+    """The cached `TokenizerTables` of a tokenizer (rebuilt if its vocabulary grew)."""
+    try:
+        tables = _TABLE_CACHE.get(tokenizer)
+    except TypeError:  # not weak-referenceable
+        tables = _TABLE_CACHE_BY_ID.get(id(tokenizer))
+    if tables is None or tables.vocab_size != len(tokenizer):
+        tables = TokenizerTables(tokenizer)
+        if tables.token_bytes is None:
+            warnings.warn(
+                f"{type(tokenizer).__name__} is not byte-level (or its decode is not "
+                "concatenative): segment planning decodes every prefix, which is exact but "
+                "O(n^2) per response.",
+                stacklevel=3,
+            )
+        try:
+            _TABLE_CACHE[tokenizer] = tables
+        except TypeError:
+            _TABLE_CACHE_BY_ID[id(tokenizer)] = tables
+    return tables
+
+
+@dataclass
+class Plan:
+    """Host-side plan of one response (SPEC §1, §3): think bounds and candidate starts."""
+
+    think_begin: int  # E: candidates live in [1, E)
+    think_end: int  # F: the last scored prefix length
+    candidates: np.ndarray  # int64, ascending
+
+
+def _encode(tokenizer, text: str) -> list[int]:
+    return list(tokenizer.encode(text, add_special_tokens=False))
+
+
+def _single_token_id(tokenizer, text: str, what: str) -> int:
+    ids = _encode(tokenizer, text)
+    if len(ids) != 1:
+        raise ValueError(
+            f"RePROConfig.{what}: think_end_mode='token_id' needs {text!r} to be one token, "
+            f"but the tokenizer encodes it as {ids}"
+        )
+    return ids[0]
+
+
+class Planner:
+    """Computes `Plan`s for one tokenizer and config. Reuse it across calls."""
+
+    def __init__(self, tokenizer, config: RePROConfig):
+        self.tokenizer = tokenizer
+        self.config = config
+        self.tables = tables_for(tokenizer)
+        self.marker = config.think_end
+        self.marker_id = None
+        if self.marker is not None and config.think_end_mode == "token_id":
+            self.marker_id = _single_token_id(tokenizer, self.marker, "think_end")
+        self.boundary_ids = None
+        if config.boundary_mode == "token_id":
+            firsts = [_encode(tokenizer, s)[:1] for s in config.boundary_suffixes]
+            self.boundary_ids = np.array(sorted({f[0] for f in firsts if f}), dtype=np.int64)
+        suffixes = [s.encode("utf-8") for s in config.boundary_suffixes]
+        # One regex with a lookahead finds overlapping occurrences of every suffix.
+        self._suffix_re = re.compile(b"(?=(" + b"|".join(re.escape(s) for s in suffixes) + b"))")
+        self._suffix_texts = tuple(config.boundary_suffixes)
+
+    # ---- SPEC §1: think end ------------------------------------------------------------
+    def think_bounds(self, ids: np.ndarray, offsets: np.ndarray | None) -> tuple[int, int]:
+        """(E, F) of one response; ``offsets[i]`` = bytes of ``y[0..i)`` (byte-level only)."""
+        n = len(ids)
+        if self.marker is None or n == 0:
+            return n, n
+        if self.marker_id is not None:
+            hits = np.flatnonzero(ids == self.marker_id)
+            return (int(hits[0]), int(hits[0]) + 1) if len(hits) else (n, n)
+        if offsets is not None:
+            data = self._joined(ids)
+            pos = data.find(self.marker.encode("utf-8"))
+            if pos < 0:
+                return n, n
+            end = pos + len(self.marker.encode("utf-8"))
+            # E: the token whose bytes contain byte `pos`; F: first j with offsets[j] >= end.
+            begin = int(np.searchsorted(offsets, pos, side="right")) - 1
+            finish = int(np.searchsorted(offsets, end, side="left"))
+            return begin, finish
+        return self._think_bounds_exact(ids)
+
+    def _think_bounds_exact(self, ids: np.ndarray) -> tuple[int, int]:
+        tok, marker, n = self.tokenizer, self.marker, len(ids)
+        full = decode(tok, ids)
+        pos = full.find(marker)
+        if pos < 0:
+            return n, n
+        # Smallest j whose prefix text holds the whole first occurrence (monotone in j).
+        lo, hi = 1, n
+        while lo < hi:
+            mid = (lo + hi) // 2
+            text = decode(tok, ids[:mid])
+            if marker in text and text.find(marker) == pos:
+                hi = mid
+            else:
+                lo = mid + 1
+        finish = lo
+        # The token in which the occurrence begins: last i whose prefix text ends at or before pos.
+        lo, hi = 0, finish - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if len(decode(tok, ids[:mid])) <= pos:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo, finish
+
+    # ---- SPEC §3: segment starts ---------------------------------------------------------
+    def candidates(self, ids: np.ndarray, think_begin: int, offsets: np.ndarray | None) -> np.ndarray:
+        if think_begin <= 1:
+            return np.zeros(0, dtype=np.int64)
+        idx = np.arange(1, think_begin, dtype=np.int64)
+        if self.boundary_ids is not None:
+            keep = np.isin(ids[idx - 1], self.boundary_ids)
+            return idx[keep]
+        if offsets is not None:
+            data = self._joined(ids[:think_begin])
+            ends = np.array(
+                sorted({m.start() + len(m.group(1)) for m in self._suffix_re.finditer(data)}),
+                dtype=np.int64,
+            )
+            keep = np.isin(offsets[idx], ends) & ~self.tables.blank[ids[idx]]
+            return idx[keep]
+        tok = self.tokenizer
+        keep = [
+            decode(tok, ids[:i]).endswith(self._suffix_texts) and not self.tables.blank[ids[i]]
+            for i in idx
+        ]
+        return idx[np.array(keep, dtype=bool)]
+
+    def plan(self, ids) -> Plan:
+        ids = np.asarray(ids, dtype=np.int64)
+        offsets = self._offsets(ids)
+        begin, finish = self.think_bounds(ids, offsets)
+        return Plan(begin, finish, self.candidates(ids, begin, offsets))
+
+    def _joined(self, ids: np.ndarray) -> bytes:
+        table = self.tables.token_bytes
+        return b"".join([table[t] for t in ids.tolist()])
+
+    def _offsets(self, ids: np.ndarray) -> np.ndarray | None:
+        table = self.tables.token_bytes
+        if table is None:
+            return None
+        lengths = np.fromiter((len(table[t]) for t in ids.tolist()), dtype=np.int64, count=len(ids))
+        offsets = np.zeros(len(ids) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        return offsets
