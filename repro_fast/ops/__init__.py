@@ -1,0 +1,25 @@
+"""Fused ops for RePro scoring. Each op: a Triton kernel (CUDA), a torch path (CPU), and a
+`naive` reference that defines it (`repro_fast/ops/naive.py`).
+
+- `fused_logprob_entropy(hidden, weight, targets, temperature=1.0)`: LM head -> log-prob of the
+  target token and softmax entropy per row, without materializing [M, V] logits (SPEC §7).
+- `logprob_entropy_torch(...)`: the chunked torch path (bounded memory), used on CPU.
+- `logprob_entropy_naive(...)`: the float64 reference.
+
+Backend choice: see `repro_fast.ops.logprob_entropy` (REPRO_FAST_BACKEND = auto | triton | torch).
+"""
+
+from repro_fast.ops.logprob_entropy import (
+    BACKEND_ENV_VAR,
+    fused_logprob_entropy,
+    logprob_entropy_torch,
+)
+from repro_fast.ops.naive import logprob_entropy_naive, segment_select_naive
+
+__all__ = [
+    "BACKEND_ENV_VAR",
+    "fused_logprob_entropy",
+    "logprob_entropy_torch",
+    "logprob_entropy_naive",
+    "segment_select_naive",
+]

@@ -1,0 +1,62 @@
+"""Plain-torch references for the ops in this package (the `naive` twins).
+
+They materialize the full `[M, V]` logits in a wide dtype (float64 by default) and use
+`log_softmax` directly: slow and memory-hungry on purpose, so that they are obviously right.
+Tests compare every fused path, outputs and gradients, against them.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["logprob_entropy_naive", "segment_select_naive"]
+
+
+def logprob_entropy_naive(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float = 1.0,
+    *,
+    bias: torch.Tensor | None = None,
+    compute_dtype: torch.dtype = torch.float64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference for `fused_logprob_entropy`, differentiable through plain autograd.
+
+    z = (hidden @ weight.T + bias) / temperature, computed in `compute_dtype`;
+    p = softmax(z); logprobs[i] = log p[i, targets[i]]; entropy[i] = -sum_v p[i, v] log p[i, v].
+    Returns tensors of `compute_dtype` (no checks beyond what torch itself does).
+    """
+    z = hidden.to(compute_dtype) @ weight.to(compute_dtype).T
+    if bias is not None:
+        z = z + bias.to(compute_dtype)
+    logp = torch.log_softmax(z / temperature, dim=-1)
+    logprobs = logp.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)
+    # xlogy-style guard: p = 0 contributes 0, not 0 * -inf.
+    p = logp.exp()
+    entropy = -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(-1)
+    return logprobs, entropy
+
+
+def segment_select_naive(
+    entropies: torch.Tensor, candidates: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference for `segment_select` (SPEC §4), one Python loop per row.
+
+    Per row b: among indices i with candidates[b, i], take the k with the largest
+    entropies[b, i] (ties: smaller i first; fewer than k: all of them), return them sorted
+    ascending in a `[B, k]` int64 tensor padded with -1, plus the per-row count (int64 `[B]`).
+    """
+    B = entropies.shape[0]
+    out = torch.full((B, k), -1, dtype=torch.int64)
+    counts = torch.zeros(B, dtype=torch.int64)
+    ent = entropies.detach().cpu().double()
+    cand = candidates.detach().cpu().bool()
+    for b in range(B):
+        idx = [i for i in range(ent.shape[1]) if cand[b, i]]
+        idx.sort(key=lambda i: (-ent[b, i].item(), i))
+        chosen = sorted(idx[:k])
+        counts[b] = len(chosen)
+        if chosen:
+            out[b, : len(chosen)] = torch.tensor(chosen, dtype=torch.int64)
+    return out.to(entropies.device), counts.to(entropies.device)

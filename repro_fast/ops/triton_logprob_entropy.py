@@ -1,0 +1,343 @@
+"""Triton kernels for the fused LM-head log-prob + entropy op.
+
+Imported lazily by `logprob_entropy.py` on the first Triton call, so that `TRITON_INTERPRET=1`
+set by a test process before that call is honoured (`triton.jit` reads the variable when the
+kernel is decorated, i.e. when this module is imported).
+
+Kernels (z = (hidden @ weight.T + bias) / tau, p = softmax(z) over the vocabulary):
+
+* `_fwd_partial_kernel`: one program per (BLOCK_M rows, slice of the vocabulary). It streams
+  vocabulary tiles, builds each [BLOCK_M, BLOCK_V] logit tile in registers with `tl.dot` over
+  H in BLOCK_K chunks (fp32 accumulation), and keeps an online log-sum-exp plus the running
+  entropy numerator. The [M, V] logits never reach memory.
+* `_fwd_combine_kernel`: merges the per-slice partials of each row into logprob, entropy and
+  logsumexp (the split over V gives parallelism when M is small).
+* `_bwd_dlogits_kernel`: recomputes one logit tile at a time and writes dL/d(raw logits) for a
+  chunk of rows; the two GEMMs of the backward (dL/dhidden, dL/dweight) then run on cuBLAS.
+
+Kept compatible with triton 3.6 (the GPU machine): plain `range` loops, `tl.dot(a, b, acc)`,
+no tensor descriptors.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+# `triton.jit` returns an interpreter-backed function when this is set at import time.
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+# Fixed, small blocks for the CPU interpreter (autotuning there would run every config).
+_INTERPRET_BLOCKS = dict(BLOCK_M=16, BLOCK_V=64, BLOCK_K=32)
+# V slices are multiples of this so every slice starts at a valid column (BLOCK_V divides it).
+_V_SLICE_QUANTUM = 256
+
+
+def _fwd_configs():
+    cfg = triton.Config
+    return [
+        cfg(dict(BLOCK_M=128, BLOCK_V=128, BLOCK_K=64), num_warps=8, num_stages=3),
+        cfg(dict(BLOCK_M=128, BLOCK_V=256, BLOCK_K=64), num_warps=8, num_stages=3),
+        cfg(dict(BLOCK_M=64, BLOCK_V=128, BLOCK_K=64), num_warps=4, num_stages=4),
+        cfg(dict(BLOCK_M=64, BLOCK_V=256, BLOCK_K=32), num_warps=8, num_stages=4),
+        cfg(dict(BLOCK_M=16, BLOCK_V=256, BLOCK_K=64), num_warps=4, num_stages=4),
+    ]
+
+
+@triton.jit
+def _logit_tile(
+    hidden_ptr, weight_ptr, bias_ptr,
+    rows, cols, row_ok, col_ok, H,
+    stride_hm, stride_hk, stride_wv, stride_wk,
+    inv_temperature,
+    HAS_BIAS: tl.constexpr, IS_FP32: tl.constexpr, UPCAST_DOT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """z[r, c] = (sum_k hidden[r, k] * weight[c, k] + bias[c]) * inv_temperature, fp32 [BM, BV]."""
+    acc = tl.zeros((BLOCK_M, BLOCK_V), dtype=tl.float32)
+    h_base = hidden_ptr + rows.to(tl.int64)[:, None] * stride_hm
+    w_base = weight_ptr + cols.to(tl.int64)[None, :] * stride_wv
+    for k0 in range(0, H, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        k_ok = ks < H
+        h = tl.load(h_base + ks[None, :] * stride_hk, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        w = tl.load(w_base + ks[:, None] * stride_wk, mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+        if UPCAST_DOT:
+            # The CPU interpreter's bf16 tl.dot is wrong (triton 3.9); fp32 there is exact enough.
+            acc = tl.dot(h.to(tl.float32), w.to(tl.float32), acc, input_precision="ieee")
+        elif IS_FP32:
+            # Default fp32 dot is TF32 on Ampere+: too coarse for the 1e-4 contract.
+            acc = tl.dot(h, w, acc, input_precision="ieee")
+        else:
+            acc = tl.dot(h, w, acc)
+    if HAS_BIAS:
+        b = tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+        acc += b[None, :]
+    return acc * inv_temperature
+
+
+@triton.jit
+def _fwd_partial_kernel(
+    hidden_ptr, weight_ptr, bias_ptr, targets_ptr,
+    part_max_ptr, part_sum_ptr, part_ent_ptr, part_tgt_ptr,
+    M, H, V, v_per_slice,
+    stride_hm, stride_hk, stride_wv, stride_wk,
+    inv_temperature,
+    HAS_BIAS: tl.constexpr, IS_FP32: tl.constexpr, UPCAST_DOT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """Online softmax statistics of rows [pid_m*BM, +BM) over vocabulary slice pid_s.
+
+    For the slice's columns c and each row, with z the logits at temperature:
+        m   = max_c z_c
+        s   = sum_c exp(z_c - m)
+        t   = sum_c exp(z_c - m) * (z_c - m)        (so that entropy = log s - t / s)
+        z_t = z[target] if the target lies in this slice else 0
+    Merging a new tile with max m' >= m rescales by a = exp(m - m'):
+        s <- a*s + s_tile,  t <- a*(t + (m - m')*s) + t_tile.
+    Keeping t relative to the running max avoids cancelling two large numbers (lse and E[z]).
+    Partials go to [num_slices, M] fp32 buffers, row-major by slice.
+    """
+    pid_m = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < M
+    tgt = tl.load(targets_ptr + rows, mask=row_ok, other=-1).to(tl.int64)
+
+    v_start = pid_s * v_per_slice
+    v_end = tl.minimum(v_start + v_per_slice, V)
+
+    run_max = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
+    run_sum = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    run_ent = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    tgt_logit = tl.zeros((BLOCK_M,), dtype=tl.float32)
+
+    for v0 in range(v_start, v_end, BLOCK_V):
+        cols = v0 + tl.arange(0, BLOCK_V)
+        col_ok = cols < v_end
+        z = _logit_tile(
+            hidden_ptr, weight_ptr, bias_ptr, rows, cols, row_ok, col_ok, H,
+            stride_hm, stride_hk, stride_wv, stride_wk, inv_temperature,
+            HAS_BIAS, IS_FP32, UPCAST_DOT, BLOCK_M, BLOCK_V, BLOCK_K,
+        )
+        z = tl.where(col_ok[None, :], z, float("-inf"))
+        new_max = tl.maximum(run_max, tl.max(z, axis=1))
+        # Rows whose logits so far are all -inf (only possible with a -inf bias): keep 0 shifts.
+        safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)
+        shift = tl.where(run_sum > 0, run_max - safe_max, 0.0)
+        alpha = tl.exp(shift)
+        diff = z - safe_max[:, None]
+        e = tl.exp(diff)
+        # e == 0 covers masked columns and -inf logits; zero their diff so 0 * -inf never happens.
+        e_z = e * tl.where(e > 0, diff, 0.0)
+        run_ent = alpha * (run_ent + shift * run_sum) + tl.sum(e_z, axis=1)
+        run_sum = alpha * run_sum + tl.sum(e, axis=1)
+        run_max = new_max
+        is_tgt = cols[None, :].to(tl.int64) == tgt[:, None]
+        tgt_logit += tl.sum(tl.where(is_tgt, z, 0.0), axis=1)
+
+    out = pid_s * M + rows
+    tl.store(part_max_ptr + out, run_max, mask=row_ok)
+    tl.store(part_sum_ptr + out, run_sum, mask=row_ok)
+    tl.store(part_ent_ptr + out, run_ent, mask=row_ok)
+    tl.store(part_tgt_ptr + out, tgt_logit, mask=row_ok)
+
+
+@triton.jit
+def _fwd_combine_kernel(
+    part_max_ptr, part_sum_ptr, part_ent_ptr, part_tgt_ptr, targets_ptr,
+    logprob_ptr, entropy_ptr, lse_ptr,
+    M, V, num_slices,
+    BLOCK: tl.constexpr,
+):
+    """Merge slice partials per row: m = max_s m_s, a_s = exp(m_s - m),
+    S = sum_s a_s s_s, T = sum_s a_s (t_s + (m_s - m) s_s), lse = m + log S,
+    entropy = log S - T / S, logprob = z_target - lse (NaN if the target is outside [0, V):
+    that is how an out-of-range target shows on CUDA, where checking it would cost a sync)."""
+    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    row_ok = rows < M
+    m = tl.full((BLOCK,), float("-inf"), dtype=tl.float32)
+    for s in range(0, num_slices):
+        m = tl.maximum(m, tl.load(part_max_ptr + s * M + rows, mask=row_ok, other=float("-inf")))
+    safe_m = tl.where(m == float("-inf"), 0.0, m)
+    total = tl.zeros((BLOCK,), dtype=tl.float32)
+    ent = tl.zeros((BLOCK,), dtype=tl.float32)
+    z_t = tl.zeros((BLOCK,), dtype=tl.float32)
+    for s in range(0, num_slices):
+        m_s = tl.load(part_max_ptr + s * M + rows, mask=row_ok, other=float("-inf"))
+        s_s = tl.load(part_sum_ptr + s * M + rows, mask=row_ok, other=0.0)
+        t_s = tl.load(part_ent_ptr + s * M + rows, mask=row_ok, other=0.0)
+        shift = tl.where(s_s > 0, m_s - safe_m, 0.0)
+        a = tl.where(s_s > 0, tl.exp(shift), 0.0)
+        total += a * s_s
+        ent += a * (t_s + shift * s_s)
+        z_t += tl.load(part_tgt_ptr + s * M + rows, mask=row_ok, other=0.0)
+    total = tl.where(row_ok, total, 1.0)  # rows past M: keep the (unstored) math finite
+    log_total = tl.log(total)
+    lse = safe_m + log_total
+    entropy = log_total - ent / total
+    tgt = tl.load(targets_ptr + rows, mask=row_ok, other=0).to(tl.int64)
+    tgt_ok = (tgt >= 0) & (tgt < V)
+    logprob = tl.where(tgt_ok, z_t - lse, float("nan"))
+    tl.store(logprob_ptr + rows, logprob, mask=row_ok)
+    tl.store(entropy_ptr + rows, entropy, mask=row_ok)
+    tl.store(lse_ptr + rows, lse, mask=row_ok)
+
+
+@triton.jit
+def _bwd_dlogits_kernel(
+    hidden_ptr, weight_ptr, bias_ptr, targets_ptr,
+    lse_ptr, entropy_ptr, grad_logprob_ptr, grad_entropy_ptr,
+    dlogits_ptr,
+    M, H, V,
+    stride_hm, stride_hk, stride_wv, stride_wk, stride_dm,
+    inv_temperature,
+    HAS_BIAS: tl.constexpr, IS_FP32: tl.constexpr, UPCAST_DOT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """dL/dx for the raw logits x = hidden @ weight.T + bias of one [BLOCK_M, BLOCK_V] tile.
+
+    With z = x / tau, p = softmax(z), log p = z - lse, entropy Hn = -sum p log p:
+        d logp_t / dz_v = [v == t] - p_v
+        d Hn     / dz_v = -p_v (log p_v + Hn)
+    so dL/dx_v = (g_lp ([v == t] - p_v) - g_H p_v (log p_v + Hn)) / tau.
+    Written in the dtype of `dlogits_ptr`; lse and Hn come from the forward.
+    """
+    pid_m = tl.program_id(0)
+    pid_v = tl.program_id(1)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
+    row_ok = rows < M
+    col_ok = cols < V
+    z = _logit_tile(
+        hidden_ptr, weight_ptr, bias_ptr, rows, cols, row_ok, col_ok, H,
+        stride_hm, stride_hk, stride_wv, stride_wk, inv_temperature,
+        HAS_BIAS, IS_FP32, UPCAST_DOT, BLOCK_M, BLOCK_V, BLOCK_K,
+    )
+    lse = tl.load(lse_ptr + rows, mask=row_ok, other=0.0)
+    ent = tl.load(entropy_ptr + rows, mask=row_ok, other=0.0)
+    g_lp = tl.load(grad_logprob_ptr + rows, mask=row_ok, other=0.0)
+    g_ent = tl.load(grad_entropy_ptr + rows, mask=row_ok, other=0.0)
+    tgt = tl.load(targets_ptr + rows, mask=row_ok, other=-1).to(tl.int64)
+
+    logp = z - lse[:, None]
+    p = tl.exp(logp)
+    p_logp_term = p * (tl.where(p > 0, logp, 0.0) + ent[:, None])  # p log p -> 0 as p -> 0
+    is_tgt = cols[None, :].to(tl.int64) == tgt[:, None]
+    g = g_lp[:, None] * (tl.where(is_tgt, 1.0, 0.0) - p) - g_ent[:, None] * p_logp_term
+    g = g * inv_temperature
+    ok = row_ok[:, None] & col_ok[None, :]
+    out = dlogits_ptr + rows.to(tl.int64)[:, None] * stride_dm + cols[None, :]
+    tl.store(out, g.to(dlogits_ptr.dtype.element_ty), mask=ok)
+
+
+if INTERPRET:
+    _fwd_partial = _fwd_partial_kernel
+    _bwd_dlogits = _bwd_dlogits_kernel
+else:
+    _fwd_partial = triton.autotune(configs=_fwd_configs(), key=["H", "V", "HAS_BIAS", "IS_FP32"])(
+        _fwd_partial_kernel
+    )
+    _bwd_dlogits = triton.autotune(configs=_fwd_configs(), key=["H", "V", "HAS_BIAS", "IS_FP32"])(
+        _bwd_dlogits_kernel
+    )
+
+
+def _num_programs_wanted(device: torch.device) -> int:
+    if INTERPRET or device.type != "cuda":
+        return 4
+    return 4 * torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def _vocab_slicing(M: int, V: int, device: torch.device) -> tuple[int, int]:
+    """(v_per_slice, num_slices): enough programs to fill the device when M is small."""
+    nominal_block_m = _INTERPRET_BLOCKS["BLOCK_M"] if INTERPRET else 64
+    m_blocks = triton.cdiv(M, nominal_block_m)
+    max_slices = triton.cdiv(V, _V_SLICE_QUANTUM)
+    slices = max(1, min(max_slices, triton.cdiv(_num_programs_wanted(device), m_blocks)))
+    v_per_slice = triton.cdiv(triton.cdiv(V, slices), _V_SLICE_QUANTUM) * _V_SLICE_QUANTUM
+    return v_per_slice, triton.cdiv(V, v_per_slice)
+
+
+def _flags(hidden: torch.Tensor, bias: torch.Tensor | None) -> dict:
+    return dict(
+        HAS_BIAS=bias is not None,
+        IS_FP32=hidden.dtype == torch.float32,
+        UPCAST_DOT=INTERPRET,
+    )
+
+
+def logprob_entropy_fwd(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    targets: torch.Tensor,
+    temperature: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Forward launcher: returns fp32 (logprobs, entropy, lse), each [M]. Inputs are validated."""
+    M, H = hidden.shape
+    V = weight.shape[0]
+    dev = hidden.device
+    logprobs = torch.empty(M, dtype=torch.float32, device=dev)
+    entropy = torch.empty(M, dtype=torch.float32, device=dev)
+    lse = torch.empty(M, dtype=torch.float32, device=dev)
+    if M == 0:
+        return logprobs, entropy, lse
+    v_per_slice, num_slices = _vocab_slicing(M, V, dev)
+    parts = torch.empty(4, num_slices, M, dtype=torch.float32, device=dev)
+    bias_arg = bias if bias is not None else hidden  # never read when HAS_BIAS is False
+    args = (
+        hidden, weight, bias_arg, targets, parts[0], parts[1], parts[2], parts[3],
+        M, H, V, v_per_slice,
+        hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
+        1.0 / temperature,
+    )
+    if INTERPRET:
+        grid = (triton.cdiv(M, _INTERPRET_BLOCKS["BLOCK_M"]), num_slices)
+        _fwd_partial[grid](*args, **_flags(hidden, bias), **_INTERPRET_BLOCKS)
+    else:
+        grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]), num_slices)  # noqa: E731
+        _fwd_partial[grid](*args, **_flags(hidden, bias))
+    block = 128
+    _fwd_combine_kernel[(triton.cdiv(M, block),)](
+        parts[0], parts[1], parts[2], parts[3], targets, logprobs, entropy, lse,
+        M, V, num_slices, BLOCK=block,
+    )
+    return logprobs, entropy, lse
+
+
+def logprob_entropy_dlogits(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    targets: torch.Tensor,
+    temperature: float,
+    lse: torch.Tensor,
+    entropy: torch.Tensor,
+    grad_logprobs: torch.Tensor,
+    grad_entropy: torch.Tensor,
+    out: torch.Tensor,
+) -> torch.Tensor:
+    """Write dL/d(raw logits) for the rows of `hidden` (a chunk) into `out` [rows, V]."""
+    M, H = hidden.shape
+    V = weight.shape[0]
+    if M == 0:
+        return out
+    bias_arg = bias if bias is not None else hidden
+    args = (
+        hidden, weight, bias_arg, targets, lse, entropy, grad_logprobs, grad_entropy, out,
+        M, H, V,
+        hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1), out.stride(0),
+        1.0 / temperature,
+    )
+    if INTERPRET:
+        blocks = _INTERPRET_BLOCKS
+        grid = (triton.cdiv(M, blocks["BLOCK_M"]), triton.cdiv(V, blocks["BLOCK_V"]))
+        _bwd_dlogits[grid](*args, **_flags(hidden, bias), **blocks)
+    else:
+        grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(V, meta["BLOCK_V"]))  # noqa: E731
+        _bwd_dlogits[grid](*args, **_flags(hidden, bias))
+    return out
