@@ -89,9 +89,11 @@ class ModelAdapter:
             ent[s : s + step] = -(logp.exp() * logp).sum(-1)
         return lp, ent
 
-    def hidden(self, input_ids, attention_mask, position_ids, cache=None, use_cache=False):
-        """Final hidden states ``[B, L, H]`` and the KV cache (when ``use_cache``)."""
-        kwargs = {} if cache is None else {self._cache_arg: cache}
+    def hidden(self, input_ids, attention_mask, position_ids, cache=None, use_cache=False, **kwargs):
+        """Final hidden states ``[B, L, H]`` and the KV cache (when ``use_cache``); extra keyword
+        arguments travel down to the attention functions."""
+        if cache is not None:
+            kwargs[self._cache_arg] = cache
         out = self.decoder(
             input_ids=input_ids,
             attention_mask=attention_mask,

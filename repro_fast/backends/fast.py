@@ -18,17 +18,28 @@ go in together (the last answer token is never an input). Copy ``j`` sits at pos
     copy2 (P=4)  x  x  x  x  x         |       |       | \\
 
 On CPU the pattern goes to the model as a 4-D additive attention mask (transformers passes a
-4-D mask through unchanged to every attention implementation).
+4-D mask through unchanged to every attention implementation). On CUDA (or with
+``REPRO_FAST_BACKEND=triton``) phase 2 runs `repro_fast.ops.prefix_attention` instead, plugged in
+through transformers' attention interface (`repro_fast.backends.attention`): it skips the cache
+tiles beyond every copy's prefix and reads each KV tile once for all query heads of a group.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from repro_fast.backends.attention import PrefixMeta, prefix_attention_enabled, supports_prefix_kernel
 from repro_fast.backends.common import Item, ModelAdapter, TokenStats, micro_batches, right_padded
+from repro_fast.ops.logprob_entropy import _resolve_backend
+
+
+@contextlib.contextmanager
+def _no_op():
+    yield
 
 
 class FastBackend:
@@ -51,6 +62,15 @@ class FastBackend:
         select: Callable[[int, TokenStats], list[int]],
     ) -> tuple[list[TokenStats], list[list[int]], list[torch.Tensor]]:
         """Same contract as `NaiveBackend.run`: stats, points and ``J`` at every point."""
+        self.use_prefix_kernel = (
+            _resolve_backend(None, self.adapter.device) == "triton"
+            and supports_prefix_kernel(self.adapter.model)
+        )
+        context = prefix_attention_enabled(self.adapter.model) if self.use_prefix_kernel else _no_op()
+        with context:
+            return self._run(items, select)
+
+    def _run(self, items, select):
         stats: list[TokenStats | None] = [None] * len(items)
         points: list[list[int] | None] = [None] * len(items)
         answer_lp: list[torch.Tensor | None] = [None] * len(items)
@@ -131,7 +151,14 @@ class FastBackend:
         mask = self._copy_mask(
             torch.from_numpy(limit).to(device), torch.from_numpy(copy_start).to(device), width
         )
-        hidden, _ = adapter.hidden(ids_t, mask, pos_t, cache=cache, use_cache=True)
+        extra = {}
+        if self.use_prefix_kernel:
+            extra["repro_prefix"] = PrefixMeta(
+                torch.from_numpy(limit).to(device, torch.int32),
+                torch.from_numpy(copy_start).to(device, torch.int32),
+                backend="triton",
+            )
+        hidden, _ = adapter.hidden(ids_t, mask, pos_t, cache=cache, use_cache=True, **extra)
         valid_t = torch.from_numpy(valid).to(device)
         lp, _ = adapter.head_stats(
             hidden[valid_t], torch.from_numpy(np.concatenate(targets)).to(device)

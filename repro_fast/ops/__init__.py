@@ -5,6 +5,9 @@
   target token and softmax entropy per row, without materializing [M, V] logits (SPEC §7).
 - `logprob_entropy_torch(...)`: the chunked torch path (bounded memory), used on CPU.
 - `logprob_entropy_naive(...)`: the float64 reference.
+- `prefix_attention(query, key, value, limit, copy_start, scale)`: phase-2 attention of answer
+  copies over a shared prefix cache (Triton on CUDA, SDPA with a dense mask on CPU), with its
+  reference `prefix_attention_naive`.
 
 Backend choice: see `repro_fast.ops.logprob_entropy` (REPRO_FAST_BACKEND = auto | triton | torch).
 """
@@ -14,7 +17,8 @@ from repro_fast.ops.logprob_entropy import (
     fused_logprob_entropy,
     logprob_entropy_torch,
 )
-from repro_fast.ops.naive import logprob_entropy_naive, segment_select_naive
+from repro_fast.ops.naive import logprob_entropy_naive, prefix_attention_naive, segment_select_naive
+from repro_fast.ops.prefix_limited_attention import prefix_attention, prefix_attention_mask, prefix_attention_torch
 
 __all__ = [
     "BACKEND_ENV_VAR",
@@ -22,4 +26,8 @@ __all__ = [
     "logprob_entropy_torch",
     "logprob_entropy_naive",
     "segment_select_naive",
+    "prefix_attention",
+    "prefix_attention_torch",
+    "prefix_attention_mask",
+    "prefix_attention_naive",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["logprob_entropy_naive", "segment_select_naive"]
+__all__ = ["logprob_entropy_naive", "segment_select_naive", "prefix_attention_naive"]
 
 
 def logprob_entropy_naive(
@@ -60,3 +60,34 @@ def segment_select_naive(
         if chosen:
             out[b, : len(chosen)] = torch.tensor(chosen, dtype=torch.int64)
     return out.to(entropies.device), counts.to(entropies.device)
+
+
+def prefix_attention_naive(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    limit: torch.Tensor,
+    copy_start: torch.Tensor,
+    scale: float | None = None,
+    *,
+    compute_dtype: torch.dtype = torch.float64,
+) -> torch.Tensor:
+    """Reference for `prefix_attention`: explicit scores, the mask written out element by
+    element in Python loops (independent of the vectorized mask builder), softmax in
+    `compute_dtype`. Returns ``[B, C, Hq, D]`` in `compute_dtype`."""
+    B, Hq, C, D = query.shape
+    Hkv = key.shape[1]
+    L = key.shape[2] - C
+    scale = D ** -0.5 if scale is None else scale
+    allowed = torch.zeros(B, C, L + C, dtype=torch.bool)
+    lim, start = limit.cpu().tolist(), copy_start.cpu().tolist()
+    for b in range(B):
+        for c in range(C):
+            allowed[b, c, : lim[b][c]] = True
+            allowed[b, c, L + start[b][c] : L + c + 1] = True
+    q = query.to(compute_dtype)
+    k = key.to(compute_dtype).repeat_interleave(Hq // Hkv, dim=1)
+    v = value.to(compute_dtype).repeat_interleave(Hq // Hkv, dim=1)
+    scores = (q @ k.transpose(-1, -2)) * scale
+    scores = scores.masked_fill(~allowed[:, None].to(scores.device), float("-inf"))
+    return (torch.softmax(scores, dim=-1) @ v).transpose(1, 2)

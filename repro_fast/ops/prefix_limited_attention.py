@@ -1,0 +1,172 @@
+"""Prefix-limited attention: phase 2 of the fast scorer, where every answer copy attends to
+its own CoT prefix in the shared KV cache plus, causally, to itself.
+
+Layout (transformers' attention interface, so the op plugs in as an attention function)::
+
+    query  [B, Hq,  C,     D]   the C copy tokens of each batch row
+    key    [B, Hkv, L + C, D]   cache (L keys of [q, y]) followed by the copy tokens
+    value  [B, Hkv, L + C, D]
+    limit       [B, C] int      query c sees cache keys [0, limit[b, c])
+    copy_start  [B, C] int      ... and copy keys L + [copy_start[b, c], c]
+    -> out [B, C, Hq, D]
+
+The mask, for a row with two copies of a 2-token answer (P = 1 and P = 3, |q| = 1)::
+
+    keys ->   q  y0 y1 y2 | a0 a1 a0 a1
+    a0 (P=1)  x  x  .  .  | x  .  .  .
+    a1 (P=1)  x  x  .  .  | x  x  .  .
+    a0 (P=3)  x  x  x  x  | .  .  x  .
+    a1 (P=3)  x  x  x  x  | .  .  x  x
+
+Backends (same rule as `fused_logprob_entropy`): CUDA -> Triton kernel, CPU -> torch SDPA
+with the dense mask; ``REPRO_FAST_BACKEND`` forces one. `prefix_attention_naive` in
+`repro_fast/ops/naive.py` is the float64 reference.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+
+from repro_fast.ops.logprob_entropy import _resolve_backend
+
+__all__ = ["prefix_attention", "prefix_attention_torch", "prefix_attention_mask"]
+
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def prefix_attention_mask(limit: torch.Tensor, copy_start: torch.Tensor, cache_len: int) -> torch.Tensor:
+    """Boolean ``[B, C, L + C]`` mask (True = visible) of the docstring's rule."""
+    _, c_len = limit.shape
+    keys = torch.arange(cache_len + c_len, device=limit.device)
+    query = torch.arange(c_len, device=limit.device)[None, :, None]
+    own = keys - cache_len
+    return torch.where(
+        keys < cache_len,
+        keys < limit[:, :, None],
+        (own >= copy_start[:, :, None]) & (own <= query),
+    )
+
+
+def _validate(query, key, value, limit, copy_start, scale):
+    for name, t in (("query", query), ("key", key), ("value", value), ("limit", limit),
+                    ("copy_start", copy_start)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if query.dim() != 4 or key.dim() != 4 or value.dim() != 4:
+        raise ValueError(
+            f"query, key, value must be 4-D [B, H, T, D], got {tuple(query.shape)}, "
+            f"{tuple(key.shape)}, {tuple(value.shape)}"
+        )
+    if query.dtype not in _DTYPES + (torch.float64,) or key.dtype != query.dtype or value.dtype != query.dtype:
+        raise TypeError(f"query, key, value must share one float dtype, got {query.dtype}, {key.dtype}, {value.dtype}")
+    B, Hq, C, D = query.shape
+    if key.shape != value.shape or key.shape[0] != B or key.shape[3] != D:
+        raise ValueError(f"key and value must be [B={B}, Hkv, L + C, D={D}], got {tuple(key.shape)}, {tuple(value.shape)}")
+    Hkv = key.shape[1]
+    if Hkv == 0 or Hq % Hkv:
+        raise ValueError(f"query heads ({Hq}) must be a multiple of key/value heads ({Hkv})")
+    if key.shape[2] < C:
+        raise ValueError(f"key must hold the cache plus the C = {C} copy tokens, got {key.shape[2]} keys")
+    for name, t in (("limit", limit), ("copy_start", copy_start)):
+        if t.shape != (B, C):
+            raise ValueError(f"{name} must be [B, C] = [{B}, {C}], got {tuple(t.shape)}")
+        if t.dtype.is_floating_point or t.dtype == torch.bool:
+            raise TypeError(f"{name} must be an integer tensor, got {t.dtype}")
+        if t.device != query.device:
+            raise ValueError(f"{name} is on {t.device} but query is on {query.device}")
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
+    if query.device.type != "cuda" and C > 0:  # range checks would sync a CUDA device
+        cache_len = key.shape[2] - C
+        if int(limit.min()) < 0 or int(limit.max()) > cache_len:
+            raise ValueError(f"limit must lie in [0, L] = [0, {cache_len}]")
+        own = torch.arange(C, device=limit.device)
+        if bool(((copy_start < 0) | (copy_start > own)).any()):
+            raise ValueError("copy_start[b, c] must lie in [0, c]")
+
+
+def prefix_attention_torch(query, key, value, limit, copy_start, scale):
+    """SDPA with the dense boolean mask (the CPU path, and the baseline the kernel beats)."""
+    B, Hq, C, D = query.shape
+    Hkv = key.shape[1]
+    mask = prefix_attention_mask(limit, copy_start, key.shape[2] - C)[:, None]
+    if Hkv != Hq:
+        key = key.repeat_interleave(Hq // Hkv, dim=1)
+        value = value.repeat_interleave(Hq // Hkv, dim=1)
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scale)
+    return out.transpose(1, 2)
+
+
+def kv_splits(cache_len: int, programs: int, block_n: int, interpret: bool) -> tuple[int, int]:
+    """How many programs share one (row block, KV head)'s cache range, and the keys each walks.
+
+    Enough programs to fill the GPU (about 2 waves on 132 SMs), each walking at least 4 KV
+    tiles; under the interpreter a small target still exercises several splits."""
+    target_programs = 8 if interpret else 264
+    splits = max(1, min(-(-max(cache_len, 1) // (4 * block_n)), target_programs // max(1, programs)))
+    keys_per_split = -(-max(cache_len, 1) // (splits * block_n)) * block_n
+    return splits, keys_per_split
+
+
+def _prefix_attention_triton(query, key, value, limit, copy_start, scale):
+    import triton
+
+    from repro_fast.ops.triton_prefix_attention import _prefix_attention_partial_kernel
+
+    B, Hq, C, D = query.shape
+    Hkv = key.shape[1]
+    G = Hq // Hkv
+    L = key.shape[2] - C
+    rows = C * G
+    interpret = os.environ.get("TRITON_INTERPRET") == "1"
+    block_m, block_n = (16, 16) if interpret else (64, 64)
+    block_d = max(16, triton.next_power_of_2(D))
+    m_blocks = triton.cdiv(rows, block_m)
+    splits, keys_per_split = kv_splits(L, m_blocks * B * Hkv, block_n, interpret)
+    part_o = torch.empty(splits, B * Hkv, rows, D, device=query.device, dtype=torch.float32)
+    part_m = torch.empty(splits, B * Hkv, rows, device=query.device, dtype=torch.float32)
+    part_l = torch.empty_like(part_m)
+    limit = limit.to(torch.int32)
+    copy_start = copy_start.to(torch.int32)
+    grid = (m_blocks, B * Hkv, splits)
+    _prefix_attention_partial_kernel[grid](
+        query, key, value, limit, copy_start, part_o, part_m, part_l,
+        *query.stride(), *key.stride(), *value.stride(), *limit.stride(), *copy_start.stride(),
+        C, L, Hkv, G, D, rows, keys_per_split, scale * math.log2(math.e),
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
+        FP32_DOT=interpret or query.dtype == torch.float32, IEEE=query.dtype == torch.float32,
+        num_warps=4, num_stages=2,
+    )
+    # Merge the splits (log2 domain): out = sum_s 2^(m_s - M) o_s / sum_s 2^(m_s - M) l_s.
+    m_max = part_m.amax(0)
+    weight = torch.exp2(part_m - m_max)
+    out = (part_o * weight[..., None]).sum(0) / (part_l * weight).sum(0)[..., None]
+    # [B*Hkv, C*G, D] with row = c * G + g  ->  [B, C, Hq, D] with head = kvh * G + g
+    out = out.view(B, Hkv, C, G, D).permute(0, 2, 1, 3, 4).reshape(B, C, Hq, D)
+    return out.to(query.dtype)
+
+
+def prefix_attention(query, key, value, limit, copy_start, scale=None, *, backend=None):
+    """Attention of answer copies over a shared prefix cache (see the module docstring).
+
+    Returns ``[B, C, Hq, D]`` in the input dtype. ``scale`` defaults to ``1/sqrt(D)``.
+    """
+    if scale is None and isinstance(query, torch.Tensor) and query.dim() == 4:
+        scale = query.shape[-1] ** -0.5
+    _validate(query, key, value, limit, copy_start, scale)
+    B, Hq, C, D = query.shape
+    if B == 0 or C == 0:
+        return query.new_zeros(B, C, Hq, D)
+    choice = _resolve_backend(backend, query.device)
+    if choice == "triton" and query.dtype in _DTYPES:
+        if query.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise RuntimeError(
+                "prefix_attention: the Triton backend was forced for CPU tensors; set "
+                "TRITON_INTERPRET=1 before the first Triton call to run it in the interpreter"
+            )
+        return _prefix_attention_triton(query, key, value, limit, copy_start, float(scale))
+    return prefix_attention_torch(query, key, value, limit, copy_start, float(scale))
