@@ -116,6 +116,11 @@ class ModelAdapter:
         pos = torch.arange(ids.shape[1], device=self.device)[None]
         hidden, _ = self.hidden(ids, torch.ones_like(ids), pos)
         ours = self.logits(hidden[0]).float()
+        if not torch.isfinite(full).all():
+            raise ValueError(
+                "model: produced NaN or inf logits on the first prompt's tokens; "
+                "check the model's weights and dtype"
+            )
         scale = full.abs().max().clamp_min(1.0)
         if not torch.allclose(ours, full, atol=1e-3 * float(scale), rtol=1e-3):
             raise TypeError(

@@ -59,7 +59,7 @@ class FastBackend:
     def run(
         self,
         items: list[Item],
-        select: Callable[[int, TokenStats], list[int]],
+        select: Callable[[list[int], list[TokenStats]], list[list[int]]],
     ) -> tuple[list[TokenStats], list[list[int]], list[torch.Tensor]]:
         """Same contract as `NaiveBackend.run`: stats, points and ``J`` at every point."""
         self.use_prefix_kernel = (
@@ -98,7 +98,8 @@ class FastBackend:
             n = len(items[b].response)
             stats[b] = TokenStats(lp[offset : offset + n], ent[offset : offset + n])
             offset += n
-            points[b] = select(b, stats[b])
+        for b, p in zip(batch, select(batch, [stats[b] for b in batch])):
+            points[b] = p
 
         # First answer token of every copy: read off the phase-1 hidden states.
         first_rows = torch.cat([

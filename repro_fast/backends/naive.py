@@ -28,15 +28,15 @@ class NaiveBackend:
     def run(
         self,
         items: list[Item],
-        select: Callable[[int, TokenStats], list[int]],
+        select: Callable[[list[int], list[TokenStats]], list[list[int]]],
     ) -> tuple[list[TokenStats], list[list[int]], list[torch.Tensor]]:
         """Token statistics of every response, then ``J`` at every selected point.
 
-        ``select(b, stats)`` returns the points ``P`` of trajectory ``b``. Returns the stats, the
+        ``select(indices, stats)`` returns the points ``P`` of those trajectories. Returns the stats, the
         points and one fp32 tensor ``[m + 1]`` of ``J(P_j)`` per trajectory.
         """
         stats = self.token_stats(items)
-        points = [select(b, s) for b, s in enumerate(stats)]
+        points = select(list(range(len(items))), stats)
         return stats, points, self.answer_logprobs(items, points)
 
     def token_stats(self, items: list[Item]) -> list[TokenStats]:

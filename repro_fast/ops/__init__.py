@@ -9,6 +9,9 @@
   copies over a shared prefix cache (Triton on CUDA, SDPA with a dense mask on CPU), with its
   reference `prefix_attention_naive`.
 
+- `segment_select(entropies, candidates, k)`: SPEC §4's top-k segment starts for a batch in
+  one launch (reference `segment_select_naive`).
+
 Backend choice: see `repro_fast.ops.logprob_entropy` (REPRO_FAST_BACKEND = auto | triton | torch).
 """
 
@@ -18,6 +21,7 @@ from repro_fast.ops.logprob_entropy import (
     logprob_entropy_torch,
 )
 from repro_fast.ops.naive import logprob_entropy_naive, prefix_attention_naive, segment_select_naive
+from repro_fast.ops.segment_select import segment_select, segment_select_torch
 from repro_fast.ops.prefix_limited_attention import prefix_attention, prefix_attention_mask, prefix_attention_torch
 
 __all__ = [
@@ -26,6 +30,8 @@ __all__ = [
     "logprob_entropy_torch",
     "logprob_entropy_naive",
     "segment_select_naive",
+    "segment_select",
+    "segment_select_torch",
     "prefix_attention",
     "prefix_attention_torch",
     "prefix_attention_mask",

@@ -1,0 +1,85 @@
+"""Top-k segment starts by entropy (SPEC §4) for a whole batch, on the device.
+
+    segment_select(entropies [B, n], candidates [B, n] bool, k) -> (starts [B, k], counts [B])
+
+Per row, among the positions where ``candidates`` is True, the ``k`` with the largest entropy,
+ties to the smaller index (fewer than k candidates: all of them); ``starts`` holds them in
+ascending order, padded with -1. Backends as for the other ops: CUDA -> Triton kernel (one
+launch for the batch), CPU -> a stable sort in torch; ``REPRO_FAST_BACKEND`` forces one.
+`segment_select_naive` in `repro_fast/ops/naive.py` is the reference.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from repro_fast.ops.logprob_entropy import _resolve_backend
+
+__all__ = ["segment_select", "segment_select_torch"]
+
+
+def _validate(entropies, candidates, k):
+    if not isinstance(entropies, torch.Tensor) or not entropies.is_floating_point() or entropies.dim() != 2:
+        raise TypeError(f"entropies must be a 2-D float tensor [B, n], got "
+                        f"{tuple(entropies.shape) if isinstance(entropies, torch.Tensor) else type(entropies).__name__}")
+    if not isinstance(candidates, torch.Tensor) or candidates.dtype != torch.bool:
+        raise TypeError("candidates must be a bool tensor [B, n]")
+    if candidates.shape != entropies.shape:
+        raise ValueError(f"candidates must have the shape of entropies {tuple(entropies.shape)}, "
+                         f"got {tuple(candidates.shape)}")
+    if candidates.device != entropies.device:
+        raise ValueError(f"candidates is on {candidates.device} but entropies is on {entropies.device}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
+
+
+def _ascending(picked: torch.Tensor) -> torch.Tensor:
+    """Sort each row's picks ascending, the -1 padding last."""
+    big = torch.iinfo(torch.int64).max
+    ordered = torch.sort(torch.where(picked < 0, big, picked), dim=1).values
+    return ordered.masked_fill_(ordered == big, -1)
+
+
+def segment_select_torch(entropies, candidates, k):
+    """Stable sort by descending entropy: equal entropies keep ascending index order."""
+    B, n = entropies.shape
+    key = torch.where(candidates, entropies.float(), float("-inf"))
+    order = torch.sort(key, dim=1, descending=True, stable=True).indices[:, :k]
+    counts = candidates.sum(1).clamp(max=k)
+    valid = torch.arange(order.shape[1], device=order.device)[None] < counts[:, None]
+    picked = torch.where(valid, order, -1)
+    if picked.shape[1] < k:  # n < k
+        picked = torch.cat([picked, picked.new_full((B, k - picked.shape[1]), -1)], 1)
+    return _ascending(picked), counts.to(torch.int64)
+
+
+def _segment_select_triton(entropies, candidates, k):
+    from repro_fast.ops.triton_segment_select import _segment_select_kernel
+
+    B, n = entropies.shape
+    picked = torch.empty(B, k, dtype=torch.int64, device=entropies.device)
+    counts = torch.empty(B, dtype=torch.int64, device=entropies.device)
+    if B == 0:
+        return picked, counts
+    entropies = entropies.contiguous()
+    cand = candidates.contiguous().view(torch.uint8)
+    block = 16 if os.environ.get("TRITON_INTERPRET") == "1" else 1024
+    _segment_select_kernel[(B,)](
+        entropies, cand, picked, counts, entropies.stride(0), cand.stride(0), picked.stride(0),
+        n, k, BLOCK_N=block,
+    )
+    return _ascending(picked), counts
+
+
+def segment_select(entropies, candidates, k, *, backend=None):
+    """See the module docstring. Returns ``(starts [B, k] int64, counts [B] int64)``."""
+    _validate(entropies, candidates, k)
+    choice = _resolve_backend(backend, entropies.device)
+    if choice == "triton":
+        if entropies.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise RuntimeError("segment_select: the Triton backend was forced for CPU tensors; "
+                               "set TRITON_INTERPRET=1 before the first Triton call")
+        return _segment_select_triton(entropies, candidates, k)
+    return segment_select_torch(entropies, candidates, k)
