@@ -4,6 +4,7 @@
 # Installs nothing: run `pip install --no-deps --no-build-isolation -e .` first.
 # Budget: under 8 minutes on one H100; every step has its own timeout so a hang cannot eat it.
 # Logs: OUTDIR/env.log, OUTDIR/pytest_cuda.log, OUTDIR/bench_head.log (+ head.md),
+#       OUTDIR/bench_attention.log (+ attention.md),
 #       OUTDIR/bench_table.log (+ score.md) when benchmarks/bench_table.py exists.
 set -u -o pipefail
 
@@ -44,12 +45,15 @@ PYEOF
 } 2>&1 | tee "$OUTDIR/env.log"
 
 step "pytest -m cuda" "$T_TESTS" "$OUTDIR/pytest_cuda.log" \
-  $PY -m pytest -m cuda tests/ -x -q -p no:cacheprovider --durations=10
+  $PY -m pytest -m cuda tests/ -q -p no:cacheprovider --durations=10
 
 step "bench_head" "$T_HEAD" "$OUTDIR/bench_head.log" \
   $PY benchmarks/bench_head.py "$OUTDIR/head.md"
 
-# Hook for the other GPU benchmarks (written by another engineer).
+step "bench_attention" "${T_ATTN:-90}" "$OUTDIR/bench_attention.log" \
+  $PY benchmarks/bench_attention.py "$OUTDIR/attention.md"
+
+# The scorer end to end (fast vs naive vs a plain log-prob forward).
 if [ -f benchmarks/bench_table.py ]; then
   step "bench_table" "$T_TABLE" "$OUTDIR/bench_table.log" \
     $PY benchmarks/bench_table.py --preset gpu --out "$OUTDIR/score.md"
@@ -57,7 +61,7 @@ fi
 
 echo
 echo "################ tables ################"
-for f in "$OUTDIR/head.md" "$OUTDIR/score.md"; do
+for f in "$OUTDIR/head.md" "$OUTDIR/attention.md" "$OUTDIR/score.md"; do
   [ -f "$f" ] && { echo "--- $f"; cat "$f"; }
 done
 tail -n 3 "$OUTDIR/pytest_cuda.log"

@@ -1,0 +1,81 @@
+"""pytest-benchmark: fast score(), naive score(), plain log-prob forward, paper-code cost.
+
+    pytest benchmarks/ [--benchmark-json=out.json]
+
+One benchmark group per preset (`score-cpu`, `score-gpu`; the GPU preset is skipped without
+CUDA). Rounds are few on purpose: on 2 CPU cores the whole file takes a few minutes. For the
+side-by-side table with memory, use `python benchmarks/bench_table.py`.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import presets
+
+# (rounds, warmup_rounds) per provider and preset: the slow baselines get fewer rounds.
+ROUNDS = {
+    "cpu": {"fast": (3, 1), "plain": (3, 1), "naive": (1, 0), "paper": (1, 0)},
+    "gpu": {"fast": (3, 1), "plain": (3, 1), "naive": (1, 0), "paper": (1, 0)},
+}
+
+_POINTS: dict = {}  # preset name -> fast score()'s points, reused by the paper-code cost
+
+
+def _run(benchmark, preset, provider, fn):
+    rounds, warmup = ROUNDS[preset.name][provider]
+    benchmark.group = f"score-{preset.name}"
+    benchmark.extra_info.update(
+        preset=preset.name, provider=provider, trajectories=len(preset.prompts),
+        prompt_len=len(preset.prompts[0]), response_len=len(preset.responses[0]),
+        num_segments=preset.num_segments, token_budget=preset.token_budget,
+    )
+    return benchmark.pedantic(fn, rounds=rounds, warmup_rounds=warmup, iterations=1)
+
+
+def _sync(preset, fn):
+    def call():
+        out = fn()
+        preset.synchronize()
+        return out
+
+    return call
+
+
+def _record_points(benchmark, preset, result):
+    pts = presets.result_points(result)
+    _POINTS[preset.name] = pts
+    bound = presets.token_count_bound(preset.prompts, preset.responses, preset.answer_ids(), pts)
+    benchmark.extra_info.update(
+        naive_tokens=bound["naive_tokens"], fast_tokens=bound["fast_tokens"],
+        token_bound_naive_over_fast=round(bound["ratio"], 3),
+    )
+
+
+def test_fast_score(benchmark, preset, require_scorer):
+    scorer = preset.make_scorer("fast")
+    result = _run(benchmark, preset, "fast", _sync(preset, lambda: preset.score(scorer)))
+    assert len(result.points) == len(preset.prompts)
+    _record_points(benchmark, preset, result)
+
+
+def test_naive_score(benchmark, preset, require_scorer):
+    scorer = preset.make_scorer("naive")
+    result = _run(benchmark, preset, "naive", _sync(preset, lambda: preset.score(scorer)))
+    assert len(result.points) == len(preset.prompts)
+    _record_points(benchmark, preset, result)
+
+
+def test_plain_logprob_forward(benchmark, preset):
+    benchmark.extra_info["head"] = presets.get_head()[1]
+    out = _run(benchmark, preset, "plain", _sync(preset, preset.plain_forward))
+    assert [len(t) for t in out] == [len(y) for y in preset.responses]
+
+
+def test_paper_code_cost(benchmark, preset):
+    points = _POINTS.get(preset.name)  # fast score()'s points when that test ran first
+    benchmark.extra_info["points"] = "fast score()" if points else "evenly spaced"
+    out = _run(benchmark, preset, "paper", _sync(preset, lambda: preset.paper_cost(points)))
+    expected = sum(len(p) for p in points) if points else \
+        sum(len(presets.default_points(len(y), preset.num_segments)) for y in preset.responses)
+    assert out.numel() == expected
