@@ -55,7 +55,10 @@ PROVIDERS = {
     "plain": ("plain log-prob forward", False),
     "paper": ("paper-code cost", True),
     "fast_k5": ("fast score(), k=5 (memory check)", False),
+    "fast_torch": ("fast score(), torch ops only (no Triton kernels)", False),
 }
+# Providers that only mean something on CUDA (on CPU the fast path already uses torch ops).
+CUDA_ONLY = {"fast_torch"}
 MEMCHECK_K = 5
 
 # Acceptance targets of the issue, checked on the CPU preset (reported, never enforced).
@@ -138,6 +141,21 @@ def _provider_fn(preset: presets.Preset, provider: str, points=None):
     if provider in ("fast", "fast_k5"):
         scorer = preset.make_scorer("fast")
         return lambda: preset.score(scorer)
+    if provider == "fast_torch":
+        scorer = preset.make_scorer("fast")
+
+        def without_kernels():
+            previous = os.environ.get("REPRO_FAST_BACKEND")
+            os.environ["REPRO_FAST_BACKEND"] = "torch"
+            try:
+                return preset.score(scorer)
+            finally:
+                if previous is None:
+                    del os.environ["REPRO_FAST_BACKEND"]
+                else:
+                    os.environ["REPRO_FAST_BACKEND"] = previous
+
+        return without_kernels
     if provider == "naive":
         scorer = preset.make_scorer("naive")
         return lambda: preset.score(scorer)
@@ -179,7 +197,7 @@ def measure(preset: presets.Preset, provider: str, repeats: int, warmup: int,
     }
     if provider == "paper":
         rec["paper_points"] = "fast score()'s points" if points else "evenly spaced points"
-    if provider in ("fast", "naive", "fast_k5"):
+    if provider in ("fast", "naive", "fast_k5", "fast_torch"):
         pts = presets.result_points(out)
         rec["points"] = pts
         rec["nll"] = [[float(v) for v in t.tolist()] for t in out.nll]
@@ -439,6 +457,8 @@ def main(argv=None) -> int:
     unknown = set(wanted) - set(PROVIDERS)
     if unknown:
         ap.error(f"unknown providers {sorted(unknown)}")
+    if args.preset != "gpu":
+        wanted = [p for p in wanted if p not in CUDA_ONLY]
     in_process = args.in_process or args.preset == "gpu"
 
     ok, why = presets.scorer_available()
