@@ -34,10 +34,8 @@ def _batch(tok):
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2"])
 @pytest.mark.parametrize("dtype,atol", [(torch.float32, 1e-4), (torch.bfloat16, 5e-2)])
-def test_fast_matches_naive_on_cuda(gpt2_tokenizer, arch, dtype, atol):
-    from tests.conftest import make_tiny_model
-
-    model = make_tiny_model(arch).to("cuda", dtype)
+def test_fast_matches_naive_on_cuda(gpt2_tokenizer, tiny_model_factory, arch, dtype, atol):
+    model = tiny_model_factory(arch).to("cuda", dtype)
     config = RePROConfig(num_segments=3)
     batch = _batch(gpt2_tokenizer)
     naive = RePROScorer(model, gpt2_tokenizer, config, backend="naive").score(*batch)
@@ -53,10 +51,8 @@ def test_fast_matches_naive_on_cuda(gpt2_tokenizer, arch, dtype, atol):
             torch.testing.assert_close(fast.score[b], naive.score[b], atol=atol, rtol=0)
 
 
-def test_fast_uses_triton_head_on_cuda(gpt2_tokenizer, monkeypatch):
+def test_fast_uses_triton_head_on_cuda(gpt2_tokenizer, tiny_model_factory, monkeypatch):
     from repro_fast.ops import logprob_entropy
-    from tests.conftest import make_tiny_model
-
     calls = []
     real = logprob_entropy.fused_logprob_entropy
 
@@ -65,6 +61,6 @@ def test_fast_uses_triton_head_on_cuda(gpt2_tokenizer, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr("repro_fast.ops.fused_logprob_entropy", spy)
-    model = make_tiny_model("llama").to("cuda")
+    model = tiny_model_factory("llama").to("cuda")
     RePROScorer(model, gpt2_tokenizer, RePROConfig(num_segments=3)).score(*_batch(gpt2_tokenizer))
     assert calls and set(calls) == {"cuda"}

@@ -22,16 +22,14 @@ TEXTS = [
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2"])
-def test_fast_bf16_error_bound(gpt2_tokenizer, arch):
-    from tests.conftest import make_tiny_model
-
+def test_fast_bf16_error_bound(gpt2_tokenizer, tiny_model_factory, arch):
     tok = gpt2_tokenizer
     prompts = [tok.encode("Question: 2+2?"), tok.encode("Hi"), [5, 6, 7]]
     responses = [tok.encode(t) for t in TEXTS]
     answers = ["4", "4", "12"]
     config = RePROConfig(num_segments=3)
-    m32 = make_tiny_model(arch)
-    m16 = make_tiny_model(arch).to(torch.bfloat16)
+    m32 = tiny_model_factory(arch)
+    m16 = tiny_model_factory(arch).to(torch.bfloat16)
     ref = RePROScorer(m32, tok, config, backend="naive").score(prompts, responses, answers)
     naive = RePROScorer(m16, tok, config, backend="naive").score(prompts, responses, answers)
     fast = RePROScorer(m16, tok, config, backend="fast").score(prompts, responses, answers)

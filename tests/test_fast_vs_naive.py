@@ -1,0 +1,219 @@
+"""backend="fast" against backend="naive" (both fp32) on random and real trajectories.
+
+Identical points; per-trajectory curves, token log-probs / entropies / rewards within 1e-4;
+process advantages within 1e-3 (SPEC §7). Ragged batches mix empty responses, responses without
+candidates, and prompts of very different lengths; a hypothesis property test draws batch
+shapes and contents.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+import reference as R
+TINY_ARCHS = ("llama", "qwen2", "qwen3", "gpt2")  # the tiny_models fixture keys
+from data import gsm8k_examples
+
+pytest.importorskip("repro_fast")
+from repro_fast import RePROConfig, RePROScorer  # noqa: E402
+
+NL, NLNL, DOT, QM, SPACE = 198, 628, 13, 30, 220
+LTSLASH, THINK, GT = 3556, 14925, 29
+# a small alphabet that makes boundaries, blank tokens, think-end pieces and words likely
+ALPHABET = [NL, NLNL, DOT, QM, SPACE, LTSLASH, THINK, GT, 64, 65, 87, 56, 15496, 995, 1495, 3682, 8447, 25970]
+
+
+def well_conditioned(tok, responses, res, cfg, group_ids):
+    """True when fp32 noise cannot legitimately change the result: no near-tie at the k-th
+    entropy among candidates (checked with the naive backend's entropies) and no tiny nonzero
+    normalization std. Returns (ok, why)."""
+    rc = R.ref_config(cfg)
+    for b, y in enumerate(responses):
+        y = [int(v) for v in y]
+        E, _ = R.think_bounds(tok, y, rc)
+        cands = R.segment_starts(tok, y, E, rc)
+        ent = res.token_entropies[b, : len(y)].double().tolist()
+        if R.selection_margin(cands, ent, rc.num_segments) <= 1e-5:
+            return False, f"entropy near-tie in trajectory {b}"
+    rewards = [r.double().tolist() for r in res.rewards]
+    sig = R.scope_sigmas(rewards, group_ids, rc.normalize)
+    N = len(rewards)
+    scope = [0] * N if rc.normalize == "batch" else (list(range(N)) if group_ids is None else list(group_ids))
+    for b in range(N):
+        count = sum(len(rewards[c]) for c in range(N) if scope[c] == scope[b])
+        if count > 1 and sig[b] < 2e-3:
+            return False, f"normalization std {sig[b]} in trajectory {b}"
+    return True, ""
+
+
+def both(model, tok, prompts, responses, answers, group_ids=None, cfg=None, fast_cfg=None):
+    cfg = cfg or RePROConfig()
+    naive = RePROScorer(model, tok, cfg, backend="naive").score(prompts, responses, answers, group_ids)
+    fast = RePROScorer(model, tok, fast_cfg or cfg, backend="fast").score(prompts, responses, answers, group_ids)
+    return naive, fast
+
+
+def enc(tok, text):
+    return tok.encode(text, add_special_tokens=False)
+
+
+LONG_PROMPT = (
+    "You are a careful math tutor. Read the problem, reason step by step, separate the steps "
+    "with blank lines, and put the final answer in a box. Problem: Tom has 12 apples, gives away "
+    "5, buys 3 bags of 4 apples each, and eats 2. How many apples does Tom have now? " * 2
+)
+
+TEXTS = [
+    "He starts with 12.\nHe gives away 5, so 7 are left.\n\nThen 3 bags of 4 is 12?\nSo 19 apples.\n\n\nHe eats 2.</think>\\boxed{17}",
+    "",  # empty response
+    "no boundary in this response at all",  # no candidates
+    "</think>\n\nThe answer is 17.",  # think end at token 0
+    "First.\nSecond.\nThird.\nFourth.\nFifth.\nSixth.\nSeventh",
+]
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHS)
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        RePROConfig(num_segments=2),
+        RePROConfig(num_segments=20, normalize="batch", temperature=0.6),
+        RePROConfig.authors_code(think_end=" Therefore", num_segments=3),
+    ],
+    ids=["k2_group", "k20_batch_t0.6", "authors_code"],
+)
+def test_ragged_batch(tiny_models, gpt2_tokenizer, arch, cfg):
+    tok = gpt2_tokenizer
+    model = tiny_models[arch]
+    responses = [enc(tok, t) for t in TEXTS]
+    prompts = [enc(tok, LONG_PROMPT), [15496], enc(tok, "Q: apples?\n"), enc(tok, LONG_PROMPT)[:40], [30, 198]]
+    assert max(map(len, prompts)) > 100 and min(map(len, prompts)) == 1
+    answers = ["17", "17", "3", "17", "7"]
+    groups = [0, 0, 1, 1, 1]
+    naive, fast = both(model, tok, prompts, responses, answers, groups, cfg)
+    ok, why = well_conditioned(tok, responses, naive, cfg, groups)
+    assert ok, f"ill-conditioned test case: {why}"
+    R.assert_results_close(fast, naive, label=f"fast vs naive {arch}")
+
+
+def test_all_empty_responses(tiny_llama, gpt2_tokenizer):
+    naive, fast = both(tiny_llama, gpt2_tokenizer, [[1, 2], [3]], [[], []], ["1", "2"], [0, 0])
+    R.assert_results_close(fast, naive)
+    assert tuple(fast.token_rewards.shape) == (2, 0)
+
+
+def test_small_token_budget_matches(tiny_models, gpt2_tokenizer):
+    # the fast backend may split the batch into micro-batches by token_budget; results must not change
+    tok = gpt2_tokenizer
+    model = tiny_models["qwen3"]
+    responses = [enc(tok, t) for t in TEXTS]
+    prompts = [enc(tok, LONG_PROMPT)[: 20 + 7 * i] for i in range(len(responses))]
+    answers = ["17"] * len(responses)
+    cfg = RePROConfig(num_segments=3)
+    for budget in (64, 256):
+        naive, fast = both(model, tok, prompts, responses, answers, None, cfg, cfg.replace(token_budget=budget))
+        ok, why = well_conditioned(tok, responses, naive, cfg, None)
+        assert ok, why
+        R.assert_results_close(fast, naive, label=f"token_budget={budget}")
+
+
+def test_auto_is_fast(tiny_llama, gpt2_tokenizer):
+    tok = gpt2_tokenizer
+    prompts = [enc(tok, "Q: apples?\n")] * 2
+    responses = [enc(tok, TEXTS[0]), enc(tok, TEXTS[4])]
+    cfg = RePROConfig(num_segments=2)
+    fast = RePROScorer(tiny_llama, tok, cfg, backend="fast").score(prompts, responses, ["17", "7"])
+    auto = RePROScorer(tiny_llama, tok, cfg).score(prompts, responses, ["17", "7"])
+    R.assert_results_close(auto, fast, atol=1e-6, adv_atol=1e-5)
+
+
+def test_batch_composition_does_not_matter(tiny_models, gpt2_tokenizer):
+    # per-trajectory quantities of the fast backend do not depend on what else is in the batch
+    # (normalize="none" so that rewards are per trajectory too)
+    tok = gpt2_tokenizer
+    model = tiny_models["llama"]
+    cfg = RePROConfig(num_segments=2, normalize="none")
+    prompts = [enc(tok, LONG_PROMPT), [15496], enc(tok, "Q: apples?\n")]
+    responses = [enc(tok, TEXTS[0]), enc(tok, TEXTS[4]), []]
+    s = RePROScorer(model, tok, cfg, backend="fast")
+    full = s.score(prompts, responses, ["17", "7", "1"])
+    for b in range(3):
+        one = s.score([prompts[b]], [responses[b]], [["17", "7", "1"][b]])
+        assert [int(p) for p in one.points[0]] == [int(p) for p in full.points[b]]
+        n = len(responses[b])
+        for name in ("nll", "rewards"):
+            torch.testing.assert_close(getattr(one, name)[0].double(), getattr(full, name)[b].double(), atol=1e-4, rtol=0)
+        for name in ("token_logprobs", "token_entropies", "process_advantages"):
+            torch.testing.assert_close(
+                getattr(one, name)[0, :n].double(), getattr(full, name)[b, :n].double(), atol=1e-4, rtol=0
+            )
+
+
+# ------------------------------------------------------------------------------------------
+# property test
+# ------------------------------------------------------------------------------------------
+
+traj = st.tuples(
+    st.lists(st.integers(0, 50256), min_size=1, max_size=30),  # prompt
+    st.lists(st.one_of(st.sampled_from(ALPHABET), st.integers(0, 50256)), min_size=0, max_size=40),  # response
+    st.sampled_from(["7", "12", "3.5", "-4"]),
+)
+
+
+@settings(max_examples=12, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(
+    batch=st.lists(traj, min_size=1, max_size=4),
+    k=st.integers(1, 5),
+    normalize=st.sampled_from(["group", "batch", "none"]),
+    temperature=st.sampled_from([0.5, 1.0, 1.7]),
+    grouped=st.booleans(),
+    arch_i=st.integers(0, len(TINY_ARCHS) - 1),
+    seed=st.integers(0, 3),
+)
+def test_property_fast_equals_naive(tiny_models, gpt2_tokenizer, batch, k, normalize, temperature, grouped, arch_i, seed):
+    model = tiny_models[TINY_ARCHS[arch_i]]
+    prompts = [b[0] for b in batch]
+    responses = [b[1] for b in batch]
+    answers = [b[2] for b in batch]
+    groups = [random.Random(seed + i).randint(0, 1) for i in range(len(batch))] if grouped else None
+    cfg = RePROConfig(num_segments=k, normalize=normalize, temperature=temperature)
+    naive, fast = both(model, gpt2_tokenizer, prompts, responses, answers, groups, cfg)
+    ok, _ = well_conditioned(gpt2_tokenizer, responses, naive, cfg, groups)
+    assume(ok)
+    R.assert_results_close(fast, naive, label="property")
+
+
+# ------------------------------------------------------------------------------------------
+# real model, real problems
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_smollm2_fast_vs_naive(smollm2):
+    model, tok = smollm2
+    ex = gsm8k_examples(3, start=2)
+    prompts, responses, answers = [], [], []
+    for i, (q, cot, a) in enumerate(ex):
+        ids = tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True)
+        if hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        prompts.append([int(t) for t in ids])
+        if i == 1:
+            cot = cot.replace("\n\nThe answer is", "\n\n</think>\n\nThe answer is")
+        responses.append(tok.encode(cot, add_special_tokens=False))
+        answers.append(a)
+    prompts.append(prompts[0][:5])  # a very short prompt
+    responses.append([])  # and an empty response
+    answers.append("1")
+    groups = ["a", "a", "b", "b"]
+    for cfg in (RePROConfig(num_segments=2), RePROConfig(normalize="batch")):
+        naive, fast = both(model, tok, prompts, responses, answers, groups, cfg)
+        ok, why = well_conditioned(tok, responses, naive, cfg, groups)
+        assert ok, f"ill-conditioned test case: {why}"
+        R.assert_results_close(fast, naive, label="smollm2 fast vs naive")
