@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from repro_fast import ops
 from repro_fast import rewards as R
 from repro_fast.backends.common import Item, ModelAdapter, TokenStats
 from repro_fast.config import RePROConfig
@@ -68,6 +69,31 @@ def _eval_mode(model):
             yield
     finally:
         model.train(was_training)
+
+
+class _Selector:
+    """SPEC §4 for a group of trajectories at once: top-k candidates by entropy on the device
+    (`repro_fast.ops.segment_select`: one launch, one device-to-host copy per group, never
+    one per trajectory), then ``P = sorted({0} ∪ selected ∪ {F})``."""
+
+    def __init__(self, plans: list[Plan], k: int, device: torch.device):
+        self.plans, self.k, self.device = plans, k, device
+
+    def __call__(self, batch: list[int], stats: list[TokenStats]) -> list[list[int]]:
+        width = max([len(s.entropies) for s in stats] + [1])
+        entropies = torch.zeros(len(batch), width, dtype=torch.float32, device=self.device)
+        candidates = np.zeros((len(batch), width), dtype=bool)
+        for r, (b, s) in enumerate(zip(batch, stats)):
+            entropies[r, : len(s.entropies)] = s.entropies
+            candidates[r, self.plans[b].candidates] = True
+        starts, counts = ops.segment_select(
+            entropies, torch.from_numpy(candidates).to(self.device), self.k
+        )
+        starts, counts = starts.cpu().tolist(), counts.cpu().tolist()
+        return [
+            sorted({0, self.plans[b].think_end, *starts[r][: counts[r]]})
+            for r, b in enumerate(batch)
+        ]
 
 
 class RePROScorer:
@@ -219,12 +245,8 @@ class RePROScorer:
             group_ids: N hashables (GRPO groups) or None (every trajectory its own group).
         """
         items = self._items(prompts, responses, answers, group_ids)
-        plans = [self.planner.plan(it.response) for it in items]
-        k = self.config.num_segments
-
-        def select(b: int, stats: TokenStats) -> list[int]:
-            ent = stats.entropies.float().cpu().numpy()
-            return R.select_points(ent, plans[b].candidates, k, plans[b].think_end)
+        plans = self.planner.plan_batch([it.response for it in items])
+        select = _Selector(plans, self.config.num_segments, self.adapter.device)
 
         with _eval_mode(self.model):
             if items:
@@ -257,18 +279,20 @@ class RePROScorer:
         process_adv = R.reward_to_go(R.place(normalized, points, n_max))
 
         n_items = len(items)
-        logprobs = torch.zeros(n_items, n_max, dtype=torch.float32)
-        entropies = torch.zeros(n_items, n_max, dtype=torch.float32)
+        device = self.adapter.device
+        # Token statistics stay on the device (no host round trip); the masks come from
+        # host-side lengths and points.
+        logprobs = torch.zeros(n_items, n_max, dtype=torch.float32, device=device)
+        entropies = torch.zeros(n_items, n_max, dtype=torch.float32, device=device)
         response_mask = torch.zeros(n_items, n_max, dtype=torch.bool)
         reward_mask = torch.zeros(n_items, n_max, dtype=torch.bool)
         for b, (it, s) in enumerate(zip(items, stats)):
             n = len(it.response)
-            logprobs[b, :n] = s.logprobs.float().cpu()
-            entropies[b, :n] = s.entropies.float().cpu()
+            logprobs[b, :n] = s.logprobs
+            entropies[b, :n] = s.entropies
             response_mask[b, :n] = True
             if len(points[b]) > 1:
                 reward_mask[b, torch.tensor(points[b][1:]) - 1] = True
-        device = self.adapter.device
 
         def f32(xs):
             return [x.to(torch.float32) for x in xs]
@@ -283,8 +307,8 @@ class RePROScorer:
             think_end=[p.think_end for p in plans],
             token_rewards=token_rewards.to(device, torch.float32),
             process_advantages=process_adv.to(device, torch.float32),
-            token_logprobs=logprobs.to(device),
-            token_entropies=entropies.to(device),
+            token_logprobs=logprobs,
+            token_entropies=entropies,
             reward_mask=reward_mask.to(device),
             response_mask=response_mask.to(device),
         )

@@ -10,6 +10,10 @@ preceding invalid sequence can swallow). The table is validated against ``tokeni
 when it is built; a tokenizer that fails validation (SentencePiece with a stripping decoder,
 say) takes the exact path that decodes prefixes, which is slow but equals the rule by
 definition.
+
+The byte-table path also exists in C++ (``repro_fast._C``, see `repro_fast._planner_cpp`):
+`Planner.plan_batch` sends the whole batch there in one call when it is available (or when
+``REPRO_FAST_PLANNER=cpp``); this module's Python code is the fallback and the reference.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from repro_fast import _planner_cpp
 from repro_fast.config import RePROConfig
 
 
@@ -71,6 +76,13 @@ class TokenizerTables:
         )
         self.blank = np.array([t.strip() == "" for t in self.token_text], dtype=bool)
         self.token_bytes = self._byte_table()
+        self._cpp_table = None
+
+    def cpp_table(self):
+        """The byte table as a ``_C.TokenTable`` (built on first use, once per tokenizer)."""
+        if self._cpp_table is None:
+            self._cpp_table = _planner_cpp.make_table(self.token_bytes, self.blank)
+        return self._cpp_table
 
     def _byte_table(self) -> list[bytes] | None:
         tok = self.tokenizer
@@ -176,10 +188,13 @@ class Planner:
         if config.boundary_mode == "token_id":
             firsts = [_encode(tokenizer, s)[:1] for s in config.boundary_suffixes]
             self.boundary_ids = np.array(sorted({f[0] for f in firsts if f}), dtype=np.int64)
-        suffixes = [s.encode("utf-8") for s in config.boundary_suffixes]
-        # One regex with a lookahead finds overlapping occurrences of every suffix.
-        self._suffix_re = re.compile(b"(?=(" + b"|".join(re.escape(s) for s in suffixes) + b"))")
+        self._suffix_bytes = [s.encode("utf-8") for s in config.boundary_suffixes]
+        # A lookahead regex per suffix finds its overlapping occurrences ("\n\n\n" holds two
+        # "\n\n"). One regex per suffix, not one alternation: an alternation reports only the
+        # first alternative that matches at a position, and would miss "ab" after "a" matched.
+        self._suffix_res = [re.compile(b"(?=" + re.escape(s) + b")") for s in self._suffix_bytes]
         self._suffix_texts = tuple(config.boundary_suffixes)
+        self._cpp = None  # the C++ planner, built on first use
 
     # ---- SPEC §1: think end ------------------------------------------------------------
     def think_bounds(self, ids: np.ndarray, offsets: np.ndarray | None) -> tuple[int, int]:
@@ -239,7 +254,11 @@ class Planner:
         if offsets is not None:
             data = self._joined(ids[:think_begin])
             ends = np.array(
-                sorted({m.start() + len(m.group(1)) for m in self._suffix_re.finditer(data)}),
+                sorted({
+                    m.start() + len(s)
+                    for s, pattern in zip(self._suffix_bytes, self._suffix_res)
+                    for m in pattern.finditer(data)
+                }),
                 dtype=np.int64,
             )
             keep = np.isin(offsets[idx], ends) & ~self.tables.blank[ids[idx]]
@@ -252,7 +271,41 @@ class Planner:
         return idx[np.array(keep, dtype=bool)]
 
     def plan(self, ids) -> Plan:
-        ids = np.asarray(ids, dtype=np.int64)
+        """The `Plan` of one response (token ids: a list, array or 1-D tensor)."""
+        return self.plan_batch([ids])[0]
+
+    def plan_batch(self, batch) -> list[Plan]:
+        """The `Plan` of every response in ``batch`` (a list of token-id sequences).
+
+        Byte-level tokenizers: one C++ call for the whole batch when ``repro_fast._C`` is
+        available (``REPRO_FAST_PLANNER`` picks explicitly); otherwise, and for tokenizers
+        without a byte table, the Python planner, one response at a time. Same plans either way.
+        """
+        if self.tables.token_bytes is not None and _planner_cpp.use_cpp():
+            return self._plan_batch_cpp(batch)
+        return [self._plan_python(ids) for ids in batch]
+
+    def _plan_batch_cpp(self, batch) -> list[Plan]:
+        if self._cpp is None:
+            self._cpp = _planner_cpp.extension().Planner(
+                self.tables.cpp_table(),
+                marker=None if self.marker is None or self.marker_id is not None
+                else self.marker.encode("utf-8"),
+                marker_id=self.marker_id,
+                suffixes=None if self.boundary_ids is not None else self._suffix_bytes,
+                boundary_ids=self.boundary_ids,
+            )
+        # A list of int64 arrays is read in place by C++ (no packed copy of the batch).
+        responses = [np.asarray(ids, dtype=np.int64).reshape(-1) for ids in batch]
+        begin, finish, cands, cands_cu = self._cpp.plan_list(responses)
+        begin, finish, cands_cu = begin.tolist(), finish.tolist(), cands_cu.tolist()
+        return [
+            Plan(begin[b], finish[b], cands[cands_cu[b] : cands_cu[b + 1]])
+            for b in range(len(begin))
+        ]
+
+    def _plan_python(self, ids) -> Plan:
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         offsets = self._offsets(ids)
         begin, finish = self.think_bounds(ids, offsets)
         return Plan(begin, finish, self.candidates(ids, begin, offsets))

@@ -9,8 +9,7 @@ import torch
 import reference as R
 from data import gsm8k_examples
 
-pytest.importorskip("repro_fast")
-from repro_fast import RePROConfig, RePROScorer  # noqa: E402
+from repro_fast import RePROConfig, RePROScorer
 
 pytestmark = pytest.mark.slow
 
