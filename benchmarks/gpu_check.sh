@@ -15,10 +15,10 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 # Seconds per step (override from the environment if the budget changes).
 # The sum stays under 8 minutes with room for the install (C++ build) before it.
-T_TESTS=${T_TESTS:-110}
-T_HEAD=${T_HEAD:-150}
+T_TESTS=${T_TESTS:-100}
+T_HEAD=${T_HEAD:-130}
 T_ATTN=${T_ATTN:-50}
-T_TABLE=${T_TABLE:-160}
+T_TABLE=${T_TABLE:-200}
 unset TRITON_INTERPRET  # compiled kernels on the GPU, never the interpreter
 status=0
 
