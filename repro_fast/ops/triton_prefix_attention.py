@@ -25,7 +25,7 @@ import triton.language as tl
 
 # A finite "minus infinity" for running maxima: a fully masked tile then gives exp2(-inf) = 0
 # instead of exp2(-inf - -inf) = NaN.
-_NEG_BIG = -1.0e30
+_NEG_BIG = tl.constexpr(-1.0e30)
 
 
 @triton.jit
