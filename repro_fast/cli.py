@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--scoring", action="store_true",
                       help="run the GSM8K scoring demo (SmolLM2-135M-Instruct) instead")
     demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
-    demo.add_argument("--steps", type=int, default=None, help="GRPO steps per run (default: 40)")
+    demo.add_argument("--steps", type=int, default=None, help="GRPO steps per run (default: 60)")
     demo.add_argument("--sft-steps", type=int, default=None, help="SFT steps (default: 300)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 for the toy model)")
@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> None:
             last = ev.get(str(summary["steps"]))
             print(f"done: {config.out}/metrics.jsonl, {config.out}/final, plots in {config.out}/plots")
             if last and "0" in ev:
-                print(f"greedy eval accuracy {ev['0']['accuracy']:.3f} -> {last['accuracy']:.3f}, "
+                kind = "greedy" if config.eval_greedy else f"sampled (tau = {config.temperature:g})"
+                print(f"{kind} eval accuracy {ev['0']['accuracy']:.3f} -> {last['accuracy']:.3f}, "
                       f"mean response length {ev['0']['response_length']:.1f} -> {last['response_length']:.1f} tokens")
         elif args.command == "sft":
             from repro_fast.grpo.sft import SFTConfig, run_sft

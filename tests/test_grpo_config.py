@@ -1,0 +1,101 @@
+"""GRPOConfig validation and the CLI's errors: bad task name, bad value, unknown key."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from repro_fast.cli import main
+from repro_fast.grpo.config import ConfigError, GRPOConfig, load_config
+
+
+def test_derived_sizes():
+    c = GRPOConfig(prompts_per_step=4, group_size=8, mini_batch_size=16, micro_batch_size=4, epochs=2)
+    assert c.rollout_batch_size == 32
+    assert c.grad_accum_steps == 4
+    assert c.optimizer_steps_per_step == 4
+    d = GRPOConfig(prompts_per_step=2, group_size=4, mini_batch_size=None, micro_batch_size=64)
+    assert (d.mini_batch_size, d.micro_batch_size, d.grad_accum_steps) == (8, 8, 1)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(group_size=1), "group_size: expected an int >= 2"),
+        (dict(task="toyy"), "did you mean 'toy'"),
+        (dict(scorer="fastest"), "scorer: expected one of"),
+        (dict(temperature=0.0), "temperature: expected a number > 0"),
+        (dict(eps_low=1.5), "eps_low"),
+        (dict(steps=0), "steps: expected an int >= 1"),
+        (dict(steps=2.5), "steps: expected an int"),
+        (dict(prompts_per_step=3, group_size=4, mini_batch_size=5), "mini_batch_size: 5 does not divide"),
+        (dict(prompts_per_step=2, group_size=4, mini_batch_size=8, micro_batch_size=3), "micro_batch_size: 3 does not divide"),
+        (dict(scorer="none", alpha=0.1), "alpha: expected 0 when scorer = 'none'"),
+        (dict(kl_coef=-1.0), "kl_coef"),
+        (dict(alpha=float("nan")), "alpha: expected a finite number"),
+    ],
+)
+def test_bad_values_say_what_to_change(kwargs, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        GRPOConfig(**kwargs)
+
+
+def test_load_config_json_toml_and_unknown_key(tmp_path):
+    j = tmp_path / "c.json"
+    j.write_text(json.dumps({"steps": 3, "alpha": 0.0, "max_new_tokens": None}))
+    c = load_config(str(j), seed=5)
+    assert (c.steps, c.alpha, c.seed, c.max_new_tokens) == (3, 0.0, 5, None)
+    t = tmp_path / "c.toml"
+    t.write_text('[grpo]\nsteps = 4\ntask = "gsm8k"\n')
+    c = load_config(str(t), steps=None)  # None overrides are ignored
+    assert (c.steps, c.task) == (4, "gsm8k")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("step = 4\n")
+    with pytest.raises(ConfigError, match="unknown key 'step' \\(did you mean 'steps'\\?\\)"):
+        load_config(str(bad))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(str(tmp_path / "missing.json"))
+    broken = tmp_path / "broken.json"
+    broken.write_text("{steps: ")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        load_config(str(broken))
+
+
+def _cli_error(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_cli_bad_task_name(capsys, tmp_path):
+    err = _cli_error(["train", "--task", "gsm9k", "--out", str(tmp_path)], capsys)
+    assert "task: expected one of ['gsm8k', 'toy']" in err and "did you mean 'gsm8k'" in err
+    err = _cli_error(["sft", "--task", "nope", "--out", str(tmp_path)], capsys)
+    assert "unknown task 'nope'" in err
+
+
+def test_cli_bad_config_value(capsys, tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"group_size": 1}))
+    err = _cli_error(["train", str(cfg), "--out", str(tmp_path)], capsys)
+    assert "group_size: expected an int >= 2, got 1" in err
+    err = _cli_error(["train", "--scorer", "slow", "--out", str(tmp_path)], capsys)
+    assert "scorer: expected one of ('fast', 'naive', 'none'), got 'slow'" in err
+    err = _cli_error(["train", "--set", "eps_high=-1", "--out", str(tmp_path)], capsys)
+    assert "eps_high" in err
+
+
+def test_cli_unknown_config_key(capsys, tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("lerning_rate = 0.1\n")
+    err = _cli_error(["train", str(cfg), "--out", str(tmp_path)], capsys)
+    assert "unknown key 'lerning_rate'" in err
+    err = _cli_error(["train", "--set", "group=3", "--out", str(tmp_path)], capsys)
+    assert "unknown key 'group'" in err
+
+
+def test_cli_missing_init(capsys, tmp_path):
+    err = _cli_error(["train", "--init", str(tmp_path / "nope"), "--out", str(tmp_path)], capsys)
+    assert "does not exist" in err
