@@ -293,6 +293,13 @@ def _loadavg() -> str:
         return "?"
 
 
+def _as_float(text: str) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return 0.0
+
+
 def _fmt_time(s: float) -> str:
     return f"{s * 1e3:.1f} ms" if s < 1 else f"{s:.2f} s"
 
@@ -499,9 +506,12 @@ def main(argv=None) -> int:
 
     summary = presets.make_inputs(args.preset)["summary"]
     table, notes, _ratios = build_table(args.preset, summary, recs)
-    notes.append(f"1-min load average at start / end of the run: {load_start} / {_loadavg()} "
-                 f"on {os.cpu_count()} cores (above the core count, other processes share the "
-                 "CPUs and wall times are inflated; the ratios of one run are more robust).")
+    load_end = _loadavg()
+    busy = any(_as_float(x) > (os.cpu_count() or 1) for x in (load_start, load_end))
+    notes.append(f"1-min load average at start / end of the run: {load_start} / {load_end} "
+                 f"on {os.cpu_count()} cores"
+                 + (" (above the core count: other processes shared the CPUs and wall times are "
+                    "inflated; the ratios of one run are more robust)." if busy else "."))
     desc, key = machine_description(args.preset)
     print(f"## `{args.preset}` preset: {desc}\n")
     print(table)

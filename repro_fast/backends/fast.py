@@ -56,6 +56,19 @@ class FastBackend:
         if getattr(cfg, "is_encoder_decoder", False):
             raise TypeError(f"model: {type(model).__name__} is an encoder-decoder; the fast backend needs a decoder-only causal LM")
 
+    def _check_sliding_window(self, longest: int) -> None:
+        """Phase 2 hands the model one explicit mask for every layer, so a sliding-window layer
+        would see keys beyond its window. Only an issue past the window length: refuse there."""
+        model = self.adapter.model
+        cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        window = getattr(cfg, "sliding_window", None)
+        if window and getattr(cfg, "use_sliding_window", True) is not False and longest > window:
+            raise ValueError(
+                f"responses: a prompt + response of {longest} tokens exceeds {type(model).__name__}'s "
+                f"sliding window ({window}); the fast backend does not apply sliding windows in its "
+                "answer-copy step. Use backend='naive' for such inputs"
+            )
+
     def run(
         self,
         items: list[Item],
@@ -75,6 +88,7 @@ class FastBackend:
         points: list[list[int] | None] = [None] * len(items)
         answer_lp: list[torch.Tensor | None] = [None] * len(items)
         lengths = [len(it.prompt) + len(it.response) for it in items]
+        self._check_sliding_window(max(lengths, default=0) + max((len(it.answer) for it in items), default=0))
         for batch in micro_batches(lengths, self.token_budget):
             self._run_micro_batch(items, batch, select, stats, points, answer_lp)
         return stats, points, answer_lp  # type: ignore[return-value]
@@ -84,6 +98,11 @@ class FastBackend:
         seqs = [np.concatenate([items[b].prompt, items[b].response]) for b in batch]
         ids, mask2d, pos = right_padded(seqs, device)
         hidden, cache = adapter.hidden(ids, mask2d, pos, use_cache=True)
+        if cache is None:
+            raise TypeError(
+                f"model: {type(adapter.model).__name__} returned no KV cache from its decoder; "
+                "the fast backend reuses that cache for the answer copies. Use backend='naive'"
+            )
         width = ids.shape[1]
 
         # Phase 1 head: every response position of the batch in one call.
