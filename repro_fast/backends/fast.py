@@ -121,10 +121,10 @@ class FastBackend:
             points[b] = p
 
         # First answer token of every copy: read off the phase-1 hidden states.
-        first_rows = torch.cat([
-            hidden[r, len(items[b].prompt) - 1 + torch.tensor(points[b], device=device)]
-            for r, b in enumerate(batch)
+        first_index = np.concatenate([
+            r * width + len(items[b].prompt) - 1 + np.asarray(points[b]) for r, b in enumerate(batch)
         ])
+        first_rows = hidden.reshape(-1, hidden.shape[-1])[torch.from_numpy(first_index).to(device)]
         first_targets = torch.tensor(
             [int(items[b].answer[0]) for b in batch for _ in points[b]], device=device
         )
@@ -179,9 +179,11 @@ class FastBackend:
                 backend="triton",
             )
         hidden, _ = adapter.hidden(ids_t, mask, pos_t, cache=cache, use_cache=True, **extra)
-        valid_t = torch.from_numpy(valid).to(device)
+        # Gather the real copy tokens by flat index (built on the host: no device sync).
+        flat = torch.from_numpy(np.flatnonzero(valid)).to(device)
         lp, _ = adapter.head_stats(
-            hidden[valid_t], torch.from_numpy(np.concatenate(targets)).to(device)
+            hidden.reshape(-1, hidden.shape[-1])[flat],
+            torch.from_numpy(np.concatenate(targets)).to(device),
         )
         sums = torch.zeros(num_copies, dtype=lp.dtype, device=device)
         sums.index_add_(0, torch.from_numpy(np.concatenate(copy_of_token)).to(device), lp)
