@@ -176,7 +176,8 @@ def _train(config: GRPOConfig, task, device, verifier, model, tokenizer) -> dict
     if config.progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=config.steps, desc=f"grpo {task.name} alpha={config.alpha:g}", unit="step")
+        bar = tqdm(total=config.steps, desc=f"grpo {task.name} alpha={config.alpha:g}", unit="step",
+                   disable=None)  # None: no bar when stderr is not a terminal (CI logs)
     with open(metrics_path, "w") as metrics_fp:
         for step in range(1, config.steps + 1):
             # 1. rollout

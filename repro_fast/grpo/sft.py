@@ -156,7 +156,8 @@ def _run_sft(config: SFTConfig, task, device) -> dict:
     if config.progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=config.steps, desc=f"sft {task.name}", unit="step")
+        bar = tqdm(total=config.steps, desc=f"sft {task.name}", unit="step",
+                   disable=None)  # None: no bar when stderr is not a terminal (CI logs)
     start = time.perf_counter()
     losses = []
     for step in range(config.steps):
