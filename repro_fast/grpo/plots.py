@@ -35,8 +35,8 @@ def plot_runs(runs: dict[str, list[dict]], out_dir: str) -> list[str]:
         ("accuracy.png", "accuracy (sampled rollouts, tau)", [("accuracy", ""), ("eval_accuracy", " greedy eval")]),
         ("response_length.png", "mean response length (tokens)", [("response_length", ""),
                                                                   ("eval_response_length", " greedy eval")]),
-        ("scoring_time.png", "RePro scoring time per step (s)", [("time_score_s", " scorer"),
-                                                                 ("time_score_naive_s", " naive scorer")]),
+        ("scoring_time.png", "RePro scoring time per step (s)", [("time_score_s", ": its scorer (fast by default)"),
+                                                                 ("time_score_naive_s", ": naive scorer, same rollouts")]),
     ]
     for filename, ylabel, keys in panels:
         fig, ax = plt.subplots(figsize=(6, 4))
