@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from repro_fast import ops
+from repro_fast import _planner_cpp, ops
 from repro_fast import rewards as R
 from repro_fast.backends.common import Item, ModelAdapter, TokenStats
 from repro_fast.config import RePROConfig
@@ -72,14 +72,25 @@ def _eval_mode(model):
 
 
 class _Selector:
-    """SPEC §4 for a group of trajectories at once: top-k candidates by entropy on the device
-    (`repro_fast.ops.segment_select`: one launch, one device-to-host copy per group, never
-    one per trajectory), then ``P = sorted({0} ∪ selected ∪ {F})``."""
+    """SPEC §4 for a group of trajectories at once, then ``P = sorted({0} ∪ selected ∪ {F})``.
+
+    On an accelerator: `repro_fast.ops.segment_select`, one launch and one device-to-host copy
+    per group (never one per trajectory). On CPU, where the entropies already live on the host:
+    the C++ planner's `select_points` in one GIL-free call when it is built, else the same op's
+    torch path. All of them are tested against `repro_fast.rewards.select_points`.
+    """
 
     def __init__(self, plans: list[Plan], k: int, device: torch.device):
         self.plans, self.k, self.device = plans, k, device
 
     def __call__(self, batch: list[int], stats: list[TokenStats]) -> list[list[int]]:
+        if self.device.type == "cpu" and _planner_cpp.use_cpp():
+            return _planner_cpp.select_points_batch(
+                [s.entropies.float().numpy() for s in stats],
+                [self.plans[b].candidates for b in batch],
+                self.k,
+                [self.plans[b].think_end for b in batch],
+            )
         width = max([len(s.entropies) for s in stats] + [1])
         entropies = torch.zeros(len(batch), width, dtype=torch.float32, device=self.device)
         candidates = np.zeros((len(batch), width), dtype=bool)
