@@ -29,6 +29,32 @@ _NEG_BIG = tl.constexpr(-1.0e30)
 
 
 @triton.jit
+def _attend_tile(q, k_ptrs, v_ptrs, load_mask, visible, qk_scale, m_i, l_i, acc,
+                 FP32_DOT: tl.constexpr, IEEE: tl.constexpr):
+    """One K/V tile of online softmax: load it, score the visible (row, key) pairs, fold them
+    into the running max ``m_i``, sum ``l_i`` and unnormalized output ``acc`` (log2 domain)."""
+    k = tl.load(k_ptrs, mask=load_mask, other=0.0)
+    v = tl.load(v_ptrs, mask=load_mask, other=0.0)
+    if FP32_DOT:  # the CPU interpreter's low-precision tl.dot is unreliable
+        k = k.to(tl.float32)
+        v = v.to(tl.float32)
+    if IEEE:  # fp32 inputs: exact products, not TF32
+        s = tl.dot(q, tl.trans(k), input_precision="ieee")
+    else:
+        s = tl.dot(q, tl.trans(k))
+    s = tl.where(visible, s * qk_scale, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, axis=1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(s - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    if IEEE:
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+    else:
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return m_new, l_i, acc
+
+
+@triton.jit
 def _prefix_attention_partial_kernel(
     Q, K, V, LIMIT, COPY_START,  # inputs
     PART_O, PART_M, PART_L,  # outputs: [S, B*HKV, R, D], [S, B*HKV, R], [S, B*HKV, R]
@@ -76,27 +102,14 @@ def _prefix_attention_partial_kernel(
     hi = tl.minimum(lo + keys_per_split, tl.max(limit, axis=0))
     for start in range(lo, hi, BLOCK_N):
         n = start + tl.arange(0, BLOCK_N)
-        k = tl.load(k_base + n[:, None] * stride_kn + d[None, :] * stride_kd,
-                    mask=(n[:, None] < hi) & d_ok[None, :], other=0.0)
-        v = tl.load(v_base + n[:, None] * stride_vn + d[None, :] * stride_vd,
-                    mask=(n[:, None] < hi) & d_ok[None, :], other=0.0)
-        if FP32_DOT:
-            k = k.to(tl.float32)
-            v = v.to(tl.float32)
-        if IEEE:
-            s = tl.dot(q, tl.trans(k), input_precision="ieee")
-        else:
-            s = tl.dot(q, tl.trans(k))
-        s = tl.where(n[None, :] < limit[:, None], s * qk_scale, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        if IEEE:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
-        else:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m_i = m_new
+        m_i, l_i, acc = _attend_tile(
+            q,
+            k_base + n[:, None] * stride_kn + d[None, :] * stride_kd,
+            v_base + n[:, None] * stride_vn + d[None, :] * stride_vd,
+            (n[:, None] < hi) & d_ok[None, :],
+            n[None, :] < limit[:, None],
+            qk_scale, m_i, l_i, acc, FP32_DOT, IEEE,
+        )
 
     # ---- own copy keys (causal inside the copy), on the last split -------------------------
     if pid_s == num_splits - 1:
@@ -104,29 +117,14 @@ def _prefix_attention_partial_kernel(
         hi_c = tl.max(tl.where(row_ok, c + 1, 0), axis=0)
         for start in range(lo_c, hi_c, BLOCK_N):
             j = start + tl.arange(0, BLOCK_N)
-            key_ok = j < hi_c
-            k = tl.load(k_base + (L + j)[:, None] * stride_kn + d[None, :] * stride_kd,
-                        mask=key_ok[:, None] & d_ok[None, :], other=0.0)
-            v = tl.load(v_base + (L + j)[:, None] * stride_vn + d[None, :] * stride_vd,
-                        mask=key_ok[:, None] & d_ok[None, :], other=0.0)
-            if FP32_DOT:
-                k = k.to(tl.float32)
-                v = v.to(tl.float32)
-            if IEEE:
-                s = tl.dot(q, tl.trans(k), input_precision="ieee")
-            else:
-                s = tl.dot(q, tl.trans(k))
-            visible = (j[None, :] >= copy_start[:, None]) & (j[None, :] <= c[:, None])
-            s = tl.where(visible, s * qk_scale, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, axis=1))
-            alpha = tl.exp2(m_i - m_new)
-            p = tl.exp2(s - m_new[:, None])
-            l_i = l_i * alpha + tl.sum(p, axis=1)
-            if IEEE:
-                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
-            else:
-                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-            m_i = m_new
+            m_i, l_i, acc = _attend_tile(
+                q,
+                k_base + (L + j)[:, None] * stride_kn + d[None, :] * stride_kd,
+                v_base + (L + j)[:, None] * stride_vn + d[None, :] * stride_vd,
+                (j < hi_c)[:, None] & d_ok[None, :],
+                (j[None, :] >= copy_start[:, None]) & (j[None, :] <= c[:, None]),
+                qk_scale, m_i, l_i, acc, FP32_DOT, IEEE,
+            )
 
     part = (pid_s * tl.num_programs(1) + pid_bh) * R + rows
     tl.store(PART_M + part, m_i, mask=row_ok)
