@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
 
     train = sub.add_parser("train", help="GRPO with RePro advantages")
     train.add_argument("config", nargs="?", default=None, help="a .json or .toml config file (optional)")
-    train.add_argument("--task", default=None, help="toy | gsm8k")
+    train.add_argument("--task", default=None, help="toy | gsm8k | gsm8k_variants")
     train.add_argument("--steps", type=int, default=None)
     train.add_argument("--scorer", default=None, help="fast | naive | none")
     train.add_argument("--alpha", type=float, default=None, help="weight of RePro's process advantage (0: plain GRPO)")
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
                        help="any other config field (value parsed as JSON, else a string); repeatable")
 
     sft = sub.add_parser("sft", help="supervised warm start")
-    sft.add_argument("--task", default="toy", help="toy | gsm8k")
+    sft.add_argument("--task", default="toy", help="toy | gsm8k | gsm8k_variants")
     sft.add_argument("--out", default="runs/sft")
     sft.add_argument("--steps", type=int, default=300)
     sft.add_argument("--batch-size", type=int, default=32)

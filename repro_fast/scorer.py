@@ -230,7 +230,7 @@ class RePROScorer:
             for b, g in enumerate(group_ids):
                 if not isinstance(g, Hashable):
                     raise TypeError(f"group_ids[{b}]: expected a hashable, got {type(g).__name__}")
-        return [
+        items = [
             Item(
                 prompt=self._token_ids(prompts[b], f"prompts[{b}]", allow_empty=False),
                 response=self._token_ids(responses[b], f"responses[{b}]", allow_empty=True),
@@ -238,6 +238,16 @@ class RePROScorer:
             )
             for b in range(n)
         ]
+        limit = self.adapter.max_positions
+        for b, it in enumerate(items):
+            # The longest real sequence either backend builds is [q, y, a[:-1]].
+            length = len(it.prompt) + len(it.response) + len(it.answer) - 1
+            if limit is not None and length > limit:
+                raise ValueError(
+                    f"responses[{b}]: prompt + response + answer need {length} positions but the "
+                    f"model's position embedding has {limit}; shorten the trajectory"
+                )
+        return items
 
     # ---- scoring ----------------------------------------------------------------------------
     def score(

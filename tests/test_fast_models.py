@@ -123,3 +123,18 @@ def test_longer_than_sliding_window_is_refused(gpt2_tokenizer):
         scorer.score([[1] * 200], [[2] * 100], ["1"])
     naive = RePROScorer(model, gpt2_tokenizer, RePROConfig(num_segments=2), backend="naive")
     assert len(naive.score([[1] * 200], [[2] * 100], ["1"]).points[0]) >= 2
+
+
+@pytest.mark.parametrize("backend", ["naive", "fast"])
+def test_longer_than_learned_positions_is_a_clear_error(gpt2_tokenizer, backend):
+    import transformers as tf
+
+    model = tf.GPT2LMHeadModel(tf.GPT2Config(vocab_size=50257, n_embd=16, n_layer=1, n_head=2,
+                                             n_positions=32)).eval()
+    scorer = RePROScorer(model, gpt2_tokenizer, RePROConfig(num_segments=2), backend=backend)
+    with pytest.raises(ValueError, match=r"responses\[1\].*position embedding has 32"):
+        scorer.score([[1] * 10, [1] * 10], [[2] * 5, [2] * 30], ["1", "1"])
+    # Exactly at the limit still scores: [q, y, a[:-1]] = 10 + 17 + |a| - 1 positions.
+    answer_len = len(scorer.answer_ids("1"))
+    result = scorer.score([[1] * 10], [[2] * (23 - answer_len)], ["1"])
+    assert len(result.points[0]) >= 2

@@ -71,7 +71,7 @@ def _cli_error(argv, capsys) -> str:
 
 def test_cli_bad_task_name(capsys, tmp_path):
     err = _cli_error(["train", "--task", "gsm9k", "--out", str(tmp_path)], capsys)
-    assert "task: expected one of ['gsm8k', 'toy']" in err and "did you mean 'gsm8k'" in err
+    assert "task: expected one of ['gsm8k', 'gsm8k_variants', 'toy']" in err and "did you mean 'gsm8k'" in err
     err = _cli_error(["sft", "--task", "nope", "--out", str(tmp_path)], capsys)
     assert "unknown task 'nope'" in err
 

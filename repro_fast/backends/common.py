@@ -61,6 +61,19 @@ class ModelAdapter:
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
 
     @property
+    def max_positions(self) -> int | None:
+        """Rows of a learned position-embedding table (GPT-2's ``wpe``), which no input may
+        outgrow; None for rotary models, whose positions are computed, not looked up."""
+        if not hasattr(self, "_max_positions"):
+            self._max_positions = None
+            for name, module in self.decoder.named_modules():
+                leaf = name.rsplit(".", 1)[-1]
+                if isinstance(module, torch.nn.Embedding) and (leaf == "wpe" or "position" in leaf):
+                    self._max_positions = module.num_embeddings
+                    break
+        return self._max_positions
+
+    @property
     def device(self) -> torch.device:
         return self.head.weight.device
 
