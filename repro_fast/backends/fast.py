@@ -89,11 +89,24 @@ class FastBackend:
         answer_lp: list[torch.Tensor | None] = [None] * len(items)
         lengths = [len(it.prompt) + len(it.response) for it in items]
         self._check_sliding_window(max(lengths, default=0) + max((len(it.answer) for it in items), default=0))
+        pending = []  # (batch, device tensor of copy totals): fetched once, at the end
         for batch in micro_batches(lengths, self.token_budget):
-            self._run_micro_batch(items, batch, select, stats, points, answer_lp)
+            pending.append((batch, self._run_micro_batch(items, batch, select, stats, points)))
+        # One device-to-host copy for all micro-batches, so the CPU can queue the next
+        # micro-batch's phase 1 while the GPU still runs this one's phase 2.
+        if pending:
+            totals = torch.cat([t for _, t in pending]).cpu()
+            offset = 0
+            for batch, _ in pending:
+                for b in batch:
+                    m1 = len(points[b])
+                    answer_lp[b] = totals[offset : offset + m1] / len(items[b].answer)
+                    offset += m1
         return stats, points, answer_lp  # type: ignore[return-value]
 
-    def _run_micro_batch(self, items, batch, select, stats, points, answer_lp) -> None:
+    def _run_micro_batch(self, items, batch, select, stats, points) -> torch.Tensor:
+        """Phases 1 and 2 of one micro-batch; returns ``sum_i log p(a_i)`` of every copy (on the
+        device, in batch-copy order) and fills ``stats`` and ``points``."""
         adapter, device = self.adapter, self.adapter.device
         seqs = [np.concatenate([items[b].prompt, items[b].response]) for b in batch]
         ids, mask2d, pos = right_padded(seqs, device)
@@ -135,12 +148,7 @@ class FastBackend:
         rest_sum = torch.zeros_like(first_lp)
         if any(len(items[b].answer) > 1 for b in batch):
             rest_sum = self._extend(items, batch, points, cache, width, first_lp.shape[0])
-        totals = (first_lp + rest_sum).cpu()
-        offset = 0
-        for b in batch:
-            m1 = len(points[b])
-            answer_lp[b] = totals[offset : offset + m1] / len(items[b].answer)
-            offset += m1
+        return first_lp + rest_sum
 
     def _extend(self, items, batch, points, cache, width: int, num_copies: int) -> torch.Tensor:
         """Sum of ``log p(a_i)`` for ``i >= 1`` of every copy, in batch-copy order."""
