@@ -67,7 +67,9 @@ def gsm8k_problems(limit: int | None = None) -> list[GSM8KProblem]:
     for path in sorted((folder / "data" / "templates" / "eng" / "symbolic").glob("*.toml")):
         with path.open("rb") as fp:
             data = tomllib.load(fp)
-        body, _, final = data["answer"].strip().rpartition("####")
+        body, marker, final = data["answer"].strip().rpartition("####")
+        if not marker:  # not a GSM8K-format solution: no final answer to score against
+            continue
         solution = re.sub(r"<<[^>]*>>", "", body).strip()
         problems.append(GSM8KProblem(data["question"].strip(), solution, final.strip().replace(",", "")))
         if limit is not None and len(problems) >= limit:
