@@ -74,14 +74,24 @@ def _eval_mode(model):
 class _Selector:
     """SPEC §4 for a group of trajectories at once, then ``P = sorted({0} ∪ selected ∪ {F})``.
 
-    On an accelerator: `repro_fast.ops.segment_select`, one launch and one device-to-host copy
-    per group (never one per trajectory). On CPU, where the entropies already live on the host:
-    the C++ planner's `select_points` in one GIL-free call when it is built, else the same op's
-    torch path. All of them are tested against `repro_fast.rewards.select_points`.
+    Two forms. `__call__` returns host lists (the naive backend): on CPU through the C++
+    planner's `select_points` in one GIL-free call when it is built, else through
+    `repro_fast.ops.segment_select` and one device-to-host copy per group. `on_device` (the fast
+    backend) keeps the points on the device, so no host round trip is needed between phase 1
+    and phase 2. All of them are tested against `repro_fast.rewards.select_points`.
     """
 
     def __init__(self, plans: list[Plan], k: int, device: torch.device):
         self.plans, self.k, self.device = plans, k, device
+
+    def _top_k(self, batch: list[int], stats: list[TokenStats]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max([len(s.entropies) for s in stats] + [1])
+        entropies = torch.zeros(len(batch), width, dtype=torch.float32, device=self.device)
+        candidates = np.zeros((len(batch), width), dtype=bool)
+        for r, (b, s) in enumerate(zip(batch, stats)):
+            entropies[r, : len(s.entropies)] = s.entropies
+            candidates[r, self.plans[b].candidates] = True
+        return ops.segment_select(entropies, torch.from_numpy(candidates).to(self.device), self.k)
 
     def __call__(self, batch: list[int], stats: list[TokenStats]) -> list[list[int]]:
         if self.device.type == "cpu" and _planner_cpp.use_cpp():
@@ -91,20 +101,28 @@ class _Selector:
                 self.k,
                 [self.plans[b].think_end for b in batch],
             )
-        width = max([len(s.entropies) for s in stats] + [1])
-        entropies = torch.zeros(len(batch), width, dtype=torch.float32, device=self.device)
-        candidates = np.zeros((len(batch), width), dtype=bool)
-        for r, (b, s) in enumerate(zip(batch, stats)):
-            entropies[r, : len(s.entropies)] = s.entropies
-            candidates[r, self.plans[b].candidates] = True
-        starts, counts = ops.segment_select(
-            entropies, torch.from_numpy(candidates).to(self.device), self.k
-        )
+        starts, counts = self._top_k(batch, stats)
         starts, counts = starts.cpu().tolist(), counts.cpu().tolist()
         return [
             sorted({0, self.plans[b].think_end, *starts[r][: counts[r]]})
             for r, b in enumerate(batch)
         ]
+
+    def on_device(self, batch: list[int], stats: list[TokenStats]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(points [B, k + 2] int64, counts [B])`` on the device, points padded with -1.
+
+        No sort is needed: every candidate lies in ``[1, E)`` and ``E < F`` when a think end is
+        found (``E = F = n`` otherwise), so ``P = [0, starts..., F]`` is already ascending and
+        duplicate-free, except that ``F = 0`` (an empty response) adds no point.
+        """
+        starts, counts = self._top_k(batch, stats)
+        think_end = torch.tensor([self.plans[b].think_end for b in batch], device=self.device)
+        points = torch.full((len(batch), self.k + 2), -1, dtype=torch.int64, device=self.device)
+        points[:, 0] = 0
+        points[:, 1 : self.k + 1] = starts
+        has_end = think_end > 0
+        points.scatter_(1, (1 + counts)[:, None], torch.where(has_end, think_end, -1)[:, None])
+        return points, 1 + counts + has_end.long()
 
 
 class RePROScorer:

@@ -452,8 +452,9 @@ def test_scorer_same_points_on_both_paths(cpp, tiny_llama, gpt2_tokenizer, monke
 
 
 def test_cpu_scorer_selects_in_cpp_and_python_path_agrees(cpp, tiny_llama, gpt2_tokenizer, monkeypatch):
-    """On CPU the scorer's top-k goes through the C++ select_points (one call per group); with
-    REPRO_FAST_PLANNER=python it goes through the torch op. Same points, and the C++ call is made."""
+    """On CPU the naive scorer's top-k goes through the C++ select_points (one call per group);
+    with REPRO_FAST_PLANNER=python it goes through the torch op, and the fast scorer keeps its
+    points on the device. All three give the same points, and the C++ call is made."""
     from repro_fast import RePROScorer
 
     calls = []
@@ -464,13 +465,16 @@ def test_cpu_scorer_selects_in_cpp_and_python_path_agrees(cpp, tiny_llama, gpt2_
         return real(*args, **kwargs)
 
     monkeypatch.setattr(_planner_cpp, "select_points_batch", spy)
-    scorer = RePROScorer(tiny_llama, gpt2_tokenizer, RePROConfig(num_segments=3))
+    config = RePROConfig(num_segments=3)
+    naive = RePROScorer(tiny_llama, gpt2_tokenizer, config, backend="naive")
     prompts = [gpt2_tokenizer.encode("Q: 2+2?", add_special_tokens=False)] * 3
     responses = [gpt2_tokenizer.encode(t, add_special_tokens=False) for t in
                  ("a.\n\nb.\n\nc.\n\nd.\n\ne.\n\nf</think>4", "", "x?\ny?\nz.\n\nw")]
     monkeypatch.setenv(ENV, "cpp")
-    with_cpp = scorer.score(prompts, responses, ["4", "4", "4"]).points
+    with_cpp = naive.score(prompts, responses, ["4", "4", "4"]).points
     assert calls == [3]  # one call for the whole group
     monkeypatch.setenv(ENV, "python")
-    assert scorer.score(prompts, responses, ["4", "4", "4"]).points == with_cpp
+    assert naive.score(prompts, responses, ["4", "4", "4"]).points == with_cpp
+    fast = RePROScorer(tiny_llama, gpt2_tokenizer, config, backend="fast")
+    assert fast.score(prompts, responses, ["4", "4", "4"]).points == with_cpp
     assert calls == [3]

@@ -85,28 +85,32 @@ class FastBackend:
 
     def _run(self, items, select):
         stats: list[TokenStats | None] = [None] * len(items)
-        points: list[list[int] | None] = [None] * len(items)
-        answer_lp: list[torch.Tensor | None] = [None] * len(items)
         lengths = [len(it.prompt) + len(it.response) for it in items]
         self._check_sliding_window(max(lengths, default=0) + max((len(it.answer) for it in items), default=0))
-        pending = []  # (batch, device tensor of copy totals): fetched once, at the end
+        done = []  # (batch, points [B, k+2], counts [B], totals [B, k+2]), all on the device
         for batch in micro_batches(lengths, self.token_budget):
-            pending.append((batch, self._run_micro_batch(items, batch, select, stats, points)))
-        # One device-to-host copy for all micro-batches, so the CPU can queue the next
-        # micro-batch's phase 1 while the GPU still runs this one's phase 2.
-        if pending:
-            totals = torch.cat([t for _, t in pending]).cpu()
-            offset = 0
-            for batch, _ in pending:
+            done.append((batch, *self._run_micro_batch(items, batch, select, stats)))
+        # The only host round trip of the whole call: points and answer log-probs of every
+        # micro-batch at once, so the GPU never waits for Python between the two phases.
+        points: list[list[int] | None] = [None] * len(items)
+        answer_lp: list[torch.Tensor | None] = [None] * len(items)
+        if done:
+            all_points = torch.cat([d[1] for d in done]).cpu()
+            all_counts = torch.cat([d[2] for d in done]).cpu().tolist()
+            all_totals = torch.cat([d[3] for d in done]).cpu()
+            row = 0
+            for batch, *_ in done:
                 for b in batch:
-                    m1 = len(points[b])
-                    answer_lp[b] = totals[offset : offset + m1] / len(items[b].answer)
-                    offset += m1
+                    m1 = all_counts[row]
+                    points[b] = all_points[row, :m1].tolist()
+                    answer_lp[b] = all_totals[row, :m1] / len(items[b].answer)
+                    row += 1
         return stats, points, answer_lp  # type: ignore[return-value]
 
-    def _run_micro_batch(self, items, batch, select, stats, points) -> torch.Tensor:
-        """Phases 1 and 2 of one micro-batch; returns ``sum_i log p(a_i)`` of every copy (on the
-        device, in batch-copy order) and fills ``stats`` and ``points``."""
+    def _run_micro_batch(self, items, batch, select, stats):
+        """Phases 1 and 2 of one micro-batch, with no host sync. Fills ``stats``; returns the
+        points ``[B, k + 2]`` (-1 padded), their counts ``[B]`` and each copy's
+        ``sum_i log p(a_i)`` ``[B, k + 2]``, all on the device."""
         adapter, device = self.adapter, self.adapter.device
         seqs = [np.concatenate([items[b].prompt, items[b].response]) for b in batch]
         ids, mask2d, pos = right_padded(seqs, device)
@@ -130,72 +134,64 @@ class FastBackend:
             n = len(items[b].response)
             stats[b] = TokenStats(lp[offset : offset + n], ent[offset : offset + n])
             offset += n
-        for b, p in zip(batch, select(batch, [stats[b] for b in batch])):
-            points[b] = p
+        points, counts = select.on_device(batch, [stats[b] for b in batch])
+        slots = points.shape[1]  # k + 2
+        valid = torch.arange(slots, device=device)[None] < counts[:, None]
 
-        # First answer token of every copy: read off the phase-1 hidden states.
-        first_index = np.concatenate([
-            r * width + len(items[b].prompt) - 1 + np.asarray(points[b]) for r, b in enumerate(batch)
-        ])
-        first_rows = hidden.reshape(-1, hidden.shape[-1])[torch.from_numpy(first_index).to(device)]
-        first_targets = torch.tensor(
-            [int(items[b].answer[0]) for b in batch for _ in points[b]], device=device
+        # First answer token of every copy: read off the phase-1 hidden states at |q| + P_j - 1.
+        prompt_len = torch.tensor([len(items[b].prompt) for b in batch], device=device)
+        row_start = torch.arange(len(batch), device=device) * width + prompt_len - 1
+        first_index = (row_start[:, None] + points.clamp_min(0)).reshape(-1)
+        first_answer = torch.tensor([int(items[b].answer[0]) for b in batch], device=device)
+        first_lp, _ = adapter.head_stats(
+            hidden.reshape(-1, hidden.shape[-1])[first_index],
+            first_answer[:, None].expand(len(batch), slots).reshape(-1),
         )
-        first_lp, _ = adapter.head_stats(first_rows, first_targets)
+        totals = first_lp.view(len(batch), slots)
         del hidden
 
         # Phase 2: the remaining answer tokens of every copy, in one extend step over the cache.
-        rest_sum = torch.zeros_like(first_lp)
         if any(len(items[b].answer) > 1 for b in batch):
-            rest_sum = self._extend(items, batch, points, cache, width, first_lp.shape[0])
-        return first_lp + rest_sum
+            totals = totals + self._extend(items, batch, points, counts, prompt_len, cache, width)
+        return points, counts, torch.where(valid, totals, 0.0)
 
-    def _extend(self, items, batch, points, cache, width: int, num_copies: int) -> torch.Tensor:
-        """Sum of ``log p(a_i)`` for ``i >= 1`` of every copy, in batch-copy order."""
+    def _extend(self, items, batch, points, counts, prompt_len, cache, width: int) -> torch.Tensor:
+        """``sum_{i >= 1} log p(a_i)`` of every copy ``[B, k + 2]``, built on the device.
+
+        Row r holds its copies back to back: copy token c is answer token i = c mod span of
+        copy j = c div span (span = |a| - 1). Padding tokens (beyond the row's copies) see cache
+        key 0 and themselves only, and are dropped from the sums."""
         adapter, device = self.adapter, self.adapter.device
-        per_row = [len(points[b]) * (len(items[b].answer) - 1) for b in batch]
-        c_max = max(per_row)
-        ids = np.zeros((len(batch), c_max), dtype=np.int64)
-        positions = np.zeros((len(batch), c_max), dtype=np.int64)
-        limit = np.ones((len(batch), c_max), dtype=np.int64)  # cache keys [0, limit) visible
-        copy_start = np.arange(c_max)[None].repeat(len(batch), 0)  # padding rows: see only self
-        targets, copy_of_token, valid = [], [], np.zeros((len(batch), c_max), dtype=bool)
-        copy_index = 0
-        for r, b in enumerate(batch):
-            q, a = len(items[b].prompt), items[b].answer
-            span = len(a) - 1
-            for j, p in enumerate(points[b]):
-                sl = slice(j * span, (j + 1) * span)
-                ids[r, sl] = a[:-1]
-                positions[r, sl] = q + p + np.arange(span)
-                limit[r, sl] = q + p
-                copy_start[r, sl] = j * span
-                valid[r, sl] = True
-                targets.append(a[1:])
-                copy_of_token.append(np.full(span, copy_index + j))
-            copy_index += len(points[b])
-        ids_t = torch.from_numpy(ids).to(device)
-        pos_t = torch.from_numpy(positions).to(device)
-        mask = self._copy_mask(
-            torch.from_numpy(limit).to(device), torch.from_numpy(copy_start).to(device), width
-        )
+        slots = points.shape[1]
+        answers = [items[b].answer for b in batch]
+        span_host = [len(a) - 1 for a in answers]
+        c_max = slots * max(span_host)
+        answer_pad = np.zeros((len(batch), max(len(a) for a in answers)), dtype=np.int64)
+        for r, a in enumerate(answers):
+            answer_pad[r, : len(a)] = a
+        answer_pad = torch.from_numpy(answer_pad).to(device)
+        span = torch.tensor(span_host, device=device)[:, None]
+        c = torch.arange(c_max, device=device)[None].expand(len(batch), c_max)
+        span_safe = span.clamp_min(1)
+        j = (c // span_safe).clamp_max(slots - 1)
+        i = c % span_safe
+        valid = (span > 0) & (c < slots * span) & (c // span_safe < counts[:, None])
+        prefix = prompt_len[:, None] + points.gather(1, j).clamp_min(0)  # |q| + P_j
+        ids = torch.where(valid, answer_pad.gather(1, i), 0)
+        positions = torch.where(valid, prefix + i, 0)
+        limit = torch.where(valid, prefix, 1)  # cache keys [0, limit) visible
+        copy_start = torch.where(valid, j * span_safe, c)  # padding: only itself
+        mask = self._copy_mask(limit, copy_start, width)
         extra = {}
         if self.use_prefix_kernel:
             extra["repro_prefix"] = PrefixMeta(
-                torch.from_numpy(limit).to(device, torch.int32),
-                torch.from_numpy(copy_start).to(device, torch.int32),
-                backend="triton",
+                limit.to(torch.int32), copy_start.to(torch.int32), backend="triton"
             )
-        hidden, _ = adapter.hidden(ids_t, mask, pos_t, cache=cache, use_cache=True, **extra)
-        # Gather the real copy tokens by flat index (built on the host: no device sync).
-        flat = torch.from_numpy(np.flatnonzero(valid)).to(device)
-        lp, _ = adapter.head_stats(
-            hidden.reshape(-1, hidden.shape[-1])[flat],
-            torch.from_numpy(np.concatenate(targets)).to(device),
-        )
-        sums = torch.zeros(num_copies, dtype=lp.dtype, device=device)
-        sums.index_add_(0, torch.from_numpy(np.concatenate(copy_of_token)).to(device), lp)
-        return sums
+        hidden, _ = adapter.hidden(ids, mask, positions, cache=cache, use_cache=True, **extra)
+        targets = answer_pad.gather(1, (i + 1).clamp_max(answer_pad.shape[1] - 1))
+        lp, _ = adapter.head_stats(hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1))
+        lp = torch.where(valid, lp.view(len(batch), c_max), 0.0)
+        return torch.zeros(len(batch), slots, dtype=lp.dtype, device=device).scatter_add_(1, j, lp)
 
     def _copy_mask(self, limit: torch.Tensor, copy_start: torch.Tensor, width: int) -> torch.Tensor:
         """Additive 4-D mask ``[B, 1, C, width + C]``: prefix-limited cache keys, then causal
