@@ -33,7 +33,6 @@ counted from the scored points of a real result.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 import random

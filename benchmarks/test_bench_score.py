@@ -9,8 +9,6 @@ side-by-side table with memory, use `python benchmarks/bench_table.py`.
 
 from __future__ import annotations
 
-import pytest
-
 import presets
 
 # (rounds, warmup_rounds) per provider and preset: the slow baselines get fewer rounds.

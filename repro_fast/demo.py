@@ -52,8 +52,8 @@ def run_demo(num_problems: int = 3, num_segments: int = 20, width: int = 60) -> 
         print(f"\n## GSM8K problem {b}: {_excerpt(problem.question, 100)}")
         print(f"ground truth {problem.answer!r}; {len(responses[b])} response tokens; "
               f"think end F = {res.think_end[b]}; NLL_0 = {res.nll[b][0].item():.4f}")
-        print(f"| j | tokens | segment text | J | S_magn | S_stab | r |")
-        print(f"|---|---|---|---|---|---|---|")
+        print("| j | tokens | segment text | J | S_magn | S_stab | r |")
+        print("|---|---|---|---|---|---|---|")
         pts = res.points[b]
         for j in range(1, len(pts)):
             chunk = decode(tokenizer, responses[b][pts[j - 1] : pts[j]])

@@ -8,7 +8,6 @@ shapes and contents.
 
 from __future__ import annotations
 
-import math
 import random
 
 import pytest

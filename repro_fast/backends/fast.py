@@ -27,7 +27,6 @@ tiles beyond every copy's prefix and reads each KV tile once for all query heads
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -72,9 +71,11 @@ class FastBackend:
     def run(
         self,
         items: list[Item],
-        select: Callable[[list[int], list[TokenStats]], list[list[int]]],
+        select,
     ) -> tuple[list[TokenStats], list[list[int]], list[torch.Tensor]]:
-        """Same contract as `NaiveBackend.run`: stats, points and ``J`` at every point."""
+        """Same results as `NaiveBackend.run`: stats, points and ``J`` at every point. ``select``
+        is the scorer's selector; this backend uses its ``on_device`` form, which keeps the points
+        on the device so that phase 2 needs no host round trip."""
         self.use_prefix_kernel = (
             _resolve_backend(None, self.adapter.device) == "triton"
             and supports_prefix_kernel(self.adapter.model)
