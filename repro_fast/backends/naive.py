@@ -70,22 +70,29 @@ class NaiveBackend:
             np.concatenate([items[b].prompt, items[b].response[:p], items[b].answer[:-1]])
             for b, _, p in jobs
         ]
-        out = [torch.empty(len(pts), dtype=torch.float32) for pts in points]
+        means, order = [], []  # per micro-batch: device tensor of J values, and their jobs
         for batch in micro_batches([len(s) for s in seqs], self.token_budget):
             hidden, _ = self.adapter.hidden(*right_padded([seqs[i] for i in batch], device))
-            rows, targets = [], []
+            rows, targets, owner = [], [], []
             for r, i in enumerate(batch):
                 b, _, p = jobs[i]
                 start = len(items[b].prompt) + p - 1  # predicts a_0
-                rows.append(hidden[r, start : start + len(items[b].answer)])
+                size = len(items[b].answer)
+                rows.append(hidden[r, start : start + size])
                 targets.append(items[b].answer)
+                owner.append(np.full(size, r))
             lp, _ = self.adapter.head_stats(
                 torch.cat(rows), torch.from_numpy(np.concatenate(targets)).to(device)
             )
-            offset = 0
-            for i in batch:
-                b, j, _ = jobs[i]
-                size = len(items[b].answer)
-                out[b][j] = lp[offset : offset + size].mean().cpu()
-                offset += size
+            sizes = torch.tensor([len(items[jobs[i][0]].answer) for i in batch], device=device)
+            sums = torch.zeros(len(batch), dtype=lp.dtype, device=device)
+            sums.index_add_(0, torch.from_numpy(np.concatenate(owner)).to(device), lp)
+            means.append(sums / sizes)
+            order.extend(batch)
+        # One device-to-host copy for all sequences, not one per sequence.
+        values = torch.cat(means).cpu() if means else torch.zeros(0)
+        out = [torch.empty(len(pts), dtype=torch.float32) for pts in points]
+        for i, value in zip(order, values.tolist()):
+            b, j, _ = jobs[i]
+            out[b][j] = value
         return out
