@@ -120,39 +120,10 @@ py::tuple plan_list(const repro::Planner& planner, const std::vector<CArray<int6
   return run_planner(planner, spans, num_ids);
 }
 
-py::tuple select_points(const CArray<float>& entropies, const CArray<int64_t>& entropy_cu,
-                        const CArray<int64_t>& candidates, const CArray<int64_t>& candidate_cu,
-                        const CArray<int64_t>& think_end, int64_t k) {
-  require_1d(entropies, "entropies");
-  require_1d(entropy_cu, "entropy_cu");
-  require_1d(candidates, "candidates");
-  require_1d(candidate_cu, "candidate_cu");
-  require_1d(think_end, "think_end");
-  const int64_t batch = static_cast<int64_t>(think_end.size());
-  if (entropy_cu.size() != batch + 1 || candidate_cu.size() != batch + 1) {
-    throw py::value_error("select_points: entropy_cu and candidate_cu need len(think_end) + 1 = " +
-                          std::to_string(batch + 1) + " entries, got " + std::to_string(entropy_cu.size()) +
-                          " and " + std::to_string(candidate_cu.size()));
-  }
-  const repro::SelectInput in{entropies.data(),  static_cast<int64_t>(entropies.size()),
-                              entropy_cu.data(), candidates.data(),
-                              static_cast<int64_t>(candidates.size()), candidate_cu.data(),
-                              think_end.data(),  batch,
-                              k};
-  py::array_t<int64_t> points_cu(batch + 1);
-  int64_t* pcu = points_cu.mutable_data();
-  std::vector<int64_t> points;
-  {
-    py::gil_scoped_release no_gil;
-    repro::select_points(in, points, pcu);
-  }
-  return py::make_tuple(to_numpy(std::move(points)), points_cu);
-}
-
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
-  m.doc() = "C++ host-side planner of repro_fast (SPEC §1, §3, §4); see repro_fast/_planner_cpp.py";
+  m.doc() = "C++ host-side planner of repro_fast (SPEC §1, §3); see repro_fast/_planner_cpp.py";
 
   py::class_<repro::TokenTable, std::shared_ptr<repro::TokenTable>>(m, "TokenTable")
       .def(py::init(&make_table), py::arg("token_bytes"), py::arg("token_offsets"), py::arg("blank"),
@@ -173,7 +144,4 @@ PYBIND11_MODULE(_C, m) {
       .def("plan_list", &plan_list, py::arg("responses"),
            "The same as plan_batch on a list of 1-D int64 arrays (read in place, not packed).");
 
-  m.def("select_points", &select_points, py::arg("entropies"), py::arg("entropy_cu"), py::arg("candidates"),
-        py::arg("candidate_cu"), py::arg("think_end"), py::arg("k"),
-        "SPEC §4 for a packed batch -> (points (packed, int64), points_cu [B + 1]).");
 }

@@ -100,22 +100,4 @@ class Planner {
   std::vector<std::string> long_suffixes_;  // > 8 bytes: tested by walking back over tokens
 };
 
-// SPEC §4 for a packed batch: the k candidates with the largest entropy (ties to the earlier
-// candidate, i.e. the smaller index for ascending candidates; NaN last, as numpy sorts), then
-// P = sorted(unique({0} ∪ selected ∪ {F})). Response b has entropies[ent_cu[b], ent_cu[b + 1])
-// and candidates[cand_cu[b], cand_cu[b + 1]); points of b go to points[points_cu[b], ...).
-struct SelectInput {
-  const float* entropies;
-  int64_t num_entropies;
-  const int64_t* ent_cu;
-  const int64_t* candidates;
-  int64_t num_candidates;
-  const int64_t* cand_cu;
-  const int64_t* think_end;  // F per response
-  int64_t batch;
-  int64_t k;
-};
-
-void select_points(const SelectInput& in, std::vector<int64_t>& points, int64_t* points_cu);
-
 }  // namespace repro

@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 
 NORMALIZE_MODES = ("group", "batch", "none")
 BOUNDARY_MODES = ("text", "token_id")
 THINK_END_MODES = ("text", "token_id")
 STABILITY_FORMS = ("paper", "authors_code")
+# No chain of thought has more segment starts than this; scoring cost follows the real points
+# (at most one per candidate), so a larger k could only be a mistake.
+MAX_SEGMENTS = 1 << 16
+# Logits divided by a smaller tau overflow; a larger one makes every softmax uniform.
+TEMPERATURE_RANGE = (1e-4, 1e4)
 
 
-@dataclass
+@dataclass(frozen=True)
 class RePROConfig:
     """Settings of RePro scoring. Defaults are the paper's (SPEC §7).
 
     The fields after ``boundary_suffixes`` reproduce the authors' code (SPEC §8)
-    and tune the execution; none of them changes the default math.
+    and tune the execution; none of them changes the default math. Frozen: change a setting
+    with `replace` and assign the new config (``scorer.config = cfg.replace(...)``).
 
     Attributes:
         num_segments: ``k``, how many high-entropy segment starts are scored.
@@ -32,10 +39,10 @@ class RePROConfig:
         answer_add_special_tokens: authors' code: encode the answer with special tokens (BOS).
         boundary_mode: ``"text"`` (SPEC §3) or ``"token_id"`` (authors' code: a segment
             starts after a token whose id is the first id of an encoded suffix).
-        think_end_mode: ``"text"`` (SPEC §1) or ``"token_id"`` (authors' code: the single
-            token id of ``think_end``; an error if it encodes to several tokens).
-        stability_form: ``"paper"``: ``S_stab = (1 + tau) / 2``; ``"authors_code"``:
-            ``S_stab = 1/2 - tau``.
+        think_end_mode: ``"text"`` (SPEC §1) or ``"token_id"`` (authors' code: the first
+            token id of the encoded ``think_end``, ``F = E + 1``).
+        stability_form: ``"paper"``: ``S_stab = (1 + tau) / 2``; ``"authors_code"``: their
+            ``mono = tau + 1/2`` in [-0.5, 1.5] (SPEC §8).
         token_budget: most tokens (padding included) one micro-batch forward may hold.
     """
 
@@ -64,13 +71,17 @@ class RePROConfig:
 
         def check_real(name: str) -> float:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise TypeError(
                     f"RePROConfig.{name}: expected a real number, got {type(value).__name__}"
                 )
+            try:
+                value = float(value)
+            except OverflowError:
+                value = math.inf
             if not math.isfinite(value):
                 fail(name, "a finite number")
-            return float(value)
+            return value
 
         for name in ("num_segments", "token_budget"):
             value = getattr(self, name)
@@ -78,16 +89,17 @@ class RePROConfig:
                 raise TypeError(
                     f"RePROConfig.{name}: expected an int, got {type(value).__name__}"
                 )
-        if self.num_segments < 1:
-            fail("num_segments", "an int >= 1")
+        if not 1 <= self.num_segments <= MAX_SEGMENTS:
+            fail("num_segments", f"an int in [1, {MAX_SEGMENTS}] (more than any chain of thought has segment starts)")
         if self.token_budget < 1:
             fail("token_budget", "an int >= 1")
         for name in ("stability_weight", "ema_decay"):
             if not 0.0 <= check_real(name) <= 1.0:
                 fail(name, "a number in [0, 1]")
         check_real("alpha")
-        if check_real("temperature") <= 0.0:
-            fail("temperature", "a number > 0")
+        lo, hi = TEMPERATURE_RANGE
+        if not lo <= check_real("temperature") <= hi:
+            fail("temperature", f"a number in [{lo:g}, {hi:g}] (logits / tau must stay finite and informative)")
         if self.normalize not in NORMALIZE_MODES:
             fail("normalize", f"one of {NORMALIZE_MODES}")
         if self.boundary_mode not in BOUNDARY_MODES:
@@ -107,9 +119,9 @@ class RePROConfig:
             ) from None
         if self.think_end is not None and (not isinstance(self.think_end, str) or not self.think_end):
             fail("think_end", "a non-empty str or None")
-        if isinstance(self.boundary_suffixes, str):
-            fail("boundary_suffixes", "a tuple of str, not a single str")
-        self.boundary_suffixes = tuple(self.boundary_suffixes)
+        if isinstance(self.boundary_suffixes, str) or not isinstance(self.boundary_suffixes, (tuple, list)):
+            fail("boundary_suffixes", "a tuple of non-empty str")
+        object.__setattr__(self, "boundary_suffixes", tuple(self.boundary_suffixes))
         if not all(isinstance(s, str) and s for s in self.boundary_suffixes):
             fail("boundary_suffixes", "a tuple of non-empty str")
         if not isinstance(self.answer_add_special_tokens, bool):
@@ -119,8 +131,9 @@ class RePROConfig:
     def authors_code(cls, **overrides) -> "RePROConfig":
         """The configuration that reproduces the authors' verl code (SPEC §8), not the paper.
 
-        Answer encoded with special tokens, token-id boundaries and think end, their
-        ``1/2 - tau`` stability form, and ``w = 0`` (their code drops the stability term).
+        Answer encoded with special tokens, token-id boundaries and think end (first id of the
+        marker), their ``tau + 1/2`` stability term, and ``w = 0`` (their code computes that
+        term, then drops it; its commented-out ``S_magn + 0.1 mono`` is not reproduced).
         """
         fields = dict(
             answer_add_special_tokens=True,

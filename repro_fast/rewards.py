@@ -8,25 +8,42 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 
+import numbers
+
 import numpy as np
 import torch
 
-from repro_fast.config import RePROConfig
+from repro_fast import ops
+from repro_fast.backends.common import padded
+from repro_fast.config import NORMALIZE_MODES, RePROConfig
+from repro_fast.segments import Plan
 
 EPS = 1e-6
 
 
-def select_points(entropies: np.ndarray, candidates: np.ndarray, k: int, think_end: int) -> list[int]:
-    """SPEC §4: ``P = sorted(unique({0} ∪ top-k candidates by entropy ∪ {F}))``.
+def select_points(entropies: torch.Tensor, lengths: list[int], plans: list[Plan], k: int, kernels: str) -> torch.Tensor:
+    """SPEC §4: ``P = [0, top-k candidates by entropy (ascending), F]`` of some trajectories.
 
-    Ties in entropy go to the smaller index: a stable sort of the (ascending) candidates by
-    descending entropy keeps the smaller index first among equals.
+    ``entropies``: their response entropies back to back (``lengths[b]`` each, on the device).
+    Returns their points back to back (``plans[b].num_points(k)`` each), int64 on the same
+    device: one `ops.segment_select` launch and one gather, no host sync. Already sorted and
+    duplicate-free (`Plan.num_points`).
     """
-    candidates = np.asarray(candidates, dtype=np.int64)
-    if len(candidates) > k:
-        order = np.argsort(-np.asarray(entropies, dtype=np.float64)[candidates], kind="stable")
-        candidates = candidates[order[:k]]
-    return sorted({0, think_end, *candidates.tolist()})
+    device, B = entropies.device, len(plans)
+    n_max = max(max(lengths, default=0), 1)
+    candidates = np.zeros((B, n_max), dtype=bool)
+    for b, plan in enumerate(plans):
+        candidates[b, plan.candidates] = True
+    starts, _ = ops.segment_select(
+        padded(entropies, lengths, n_max), torch.from_numpy(candidates).to(device), k, backend=kernels
+    )
+    width = starts.shape[1]
+    source = torch.cat([torch.tensor([0] + [p.think_end for p in plans], device=device), starts.reshape(-1)])
+    index = []
+    for b, plan in enumerate(plans):
+        chosen = 1 + B + b * width + np.arange(min(k, len(plan.candidates)))
+        index += [0, *chosen.tolist()] + ([1 + b] if plan.think_end > 0 else [])
+    return source[torch.tensor(index, dtype=torch.long, device=device)]
 
 
 def kendall_tau_a_prefixes(values: torch.Tensor) -> torch.Tensor:
@@ -59,13 +76,76 @@ def segment_scores(nll: torch.Tensor, config: RePROConfig) -> dict[str, torch.Te
     tau = kendall_tau_a_prefixes(ema)
     if config.stability_form == "paper":
         s_stab = (1.0 + tau) / 2.0
-    else:  # the authors' code: -tau + 1/2
-        s_stab = 0.5 - tau
+    else:  # the authors' code: Kendall tau of (0..j) vs the EMA itself, negated, + 1/2 (SPEC §8)
+        s_stab = tau + 0.5
     w = config.stability_weight
     score = (1.0 - w) * s_magn + w * s_stab
     rewards = score.clone()
     rewards[1:] = score[1:] - score[:-1]
     return {"s_magn": s_magn, "s_stab": s_stab, "score": score, "rewards": rewards}
+
+
+def check_group_ids(group_ids, n: int, name: str = "group_ids") -> None:
+    """``None`` or ``n`` hashable ids; a str, tensor or array is refused (it would be read
+    element by element)."""
+    if group_ids is None:
+        return
+    if isinstance(group_ids, (str, bytes, torch.Tensor, np.ndarray)) or not isinstance(group_ids, Sequence):
+        raise TypeError(f"{name}: expected a list of N hashable ids or None, got {type(group_ids).__name__}")
+    if len(group_ids) != n:
+        raise ValueError(f"{name}: expected {n} ids (one per trajectory), got {len(group_ids)}")
+    for b, g in enumerate(group_ids):
+        try:
+            hash(g)
+        except TypeError:
+            raise TypeError(f"{name}[{b}]: expected a hashable id, got {g!r}") from None
+
+
+def _dense_groups(group_ids: Sequence[Hashable] | None, n: int) -> list[int]:
+    if group_ids is None:
+        return list(range(n))  # every trajectory is its own group
+    index: dict[Hashable, int] = {}
+    return [index.setdefault(g, len(index)) for g in group_ids]
+
+
+def process_advantages(
+    rewards: Sequence,
+    points: Sequence[Sequence[int]],
+    width: int,
+    group_ids: Sequence[Hashable] | None = None,
+    normalize: str = "group",
+    device=None,
+) -> torch.Tensor:
+    """SPEC §6 from raw rewards: normalize over each scope, place ``r'_j`` on token ``P_j - 1``,
+    take the reward-to-go. Float32 ``[N, width]`` on ``device`` (default CPU).
+
+    ``rewards[b]`` (``m_b`` numbers) and ``points[b]`` (``P_0 = 0 < ... < P_m``) come from one
+    or several `RePROResult`s: a trainer whose groups span processes gathers them with the
+    group ids and calls this once on the whole batch.
+    """
+    if normalize not in NORMALIZE_MODES:
+        raise ValueError(f"normalize: expected one of {NORMALIZE_MODES}, got {normalize!r}")
+    if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or width < 0:
+        raise TypeError(f"width: expected an int >= 0, got {width!r}")
+    for name, value in (("rewards", rewards), ("points", points)):
+        if isinstance(value, (str, torch.Tensor, np.ndarray)) or not isinstance(value, Sequence):
+            raise TypeError(f"{name}: expected a list with one entry per trajectory, got {type(value).__name__}")
+    n = len(rewards)
+    if len(points) != n:
+        raise ValueError(f"points: expected {n} entries (one per reward list), got {len(points)}")
+    check_group_ids(group_ids, n)
+    raw, pts = [], []
+    for b in range(n):
+        p = [int(x) for x in points[b]]
+        r = _as_float_vector(rewards[b], f"rewards[{b}]")
+        if not p or p[0] != 0 or any(x >= y for x, y in zip(p, p[1:])) or p[-1] > width:
+            raise ValueError(f"points[{b}]: expected 0 = P_0 < P_1 < ... <= width = {width}, got {p}")
+        if r.numel() != len(p) - 1:
+            raise ValueError(f"rewards[{b}]: expected {len(p) - 1} values (one per point after P_0), got {r.numel()}")
+        raw.append(r)
+        pts.append(p)
+    normalized = normalize_rewards(raw, normalize, group_ids)
+    return reward_to_go(place(normalized, pts, int(width))).to(device=device or "cpu", dtype=torch.float32)
 
 
 def scope_ids(
@@ -77,13 +157,6 @@ def scope_ids(
     if normalize == "batch":
         return [0] * n
     return _dense_groups(group_ids, n)
-
-
-def _dense_groups(group_ids: Sequence[Hashable] | None, n: int) -> list[int]:
-    if group_ids is None:
-        return list(range(n))  # every trajectory is its own group
-    index: dict[Hashable, int] = {}
-    return [index.setdefault(g, len(index)) for g in group_ids]
 
 
 def normalize_rewards(
@@ -125,12 +198,14 @@ def _as_float_vector(x, name: str) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         t = x.detach().to("cpu", torch.float64)
     else:
-        try:
-            t = torch.as_tensor(np.asarray(x, dtype=np.float64))
-        except (TypeError, ValueError):
-            raise TypeError(f"{name}: expected a sequence of numbers") from None
+        if isinstance(x, (str, bytes)) or not isinstance(x, (Sequence, np.ndarray)):
+            raise TypeError(f"{name}: expected a sequence of numbers, got {type(x).__name__}")
+        for i, v in enumerate(x):
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+                raise TypeError(f"{name}[{i}]: expected a real number, got {v!r}")
+        t = torch.as_tensor(np.asarray(x, dtype=np.float64))
     if t.ndim != 1:
-        raise ValueError(f"{name}: expected a 1-D sequence of N numbers, got shape {tuple(t.shape)}")
+        raise ValueError(f"{name}: expected a 1-D sequence of numbers, got shape {tuple(t.shape)}")
     if not torch.isfinite(t).all():
         raise ValueError(f"{name}: contains NaN or inf")
     return t
@@ -163,10 +238,12 @@ def grpo_advantages(
     """
     rewards = _as_float_vector(outcome_rewards, "outcome_rewards")
     n = rewards.numel()
-    if group_ids is not None and len(group_ids) != n:
-        raise ValueError(f"group_ids: expected {n} ids (one per outcome reward), got {len(group_ids)}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not np.isfinite(alpha):
-        raise TypeError(f"alpha: expected a finite number, got {alpha!r}")
+    check_group_ids(group_ids, n)
+    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, numbers.Real):
+        raise TypeError(f"alpha: expected a real number, got {type(alpha).__name__}")
+    if not np.isfinite(float(alpha)):
+        raise ValueError(f"alpha: expected a finite number, got {alpha!r}")
+    alpha = float(alpha)
     groups = torch.tensor(_dense_groups(group_ids, n), dtype=torch.long)
     outcome = torch.zeros(n, dtype=torch.float64)
     for g in groups.unique():
@@ -186,6 +263,8 @@ def grpo_advantages(
                              f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
         if device is not None and t.shape[1] != width:
             raise ValueError(f"{name}: n_max {t.shape[1]} does not match the other tensor's {width}")
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise ValueError(f"{name}: contains NaN or inf")
         device, width = t.device, t.shape[1]
     advantages = outcome[:, None].expand(n, width).clone()
     if process_advantages is not None:

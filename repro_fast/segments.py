@@ -12,8 +12,12 @@ say) takes the exact path that decodes prefixes, which is slow but equals the ru
 definition.
 
 The byte-table path also exists in C++ (``repro_fast._C``, see `repro_fast._planner_cpp`):
-`Planner.plan_batch` sends the whole batch there in one call when it is available (or when
-``REPRO_FAST_PLANNER=cpp``); this module's Python code is the fallback and the reference.
+`Planner.plan_batch` sends the whole batch there in one call when the scorer chose it
+(`repro_fast.dispatch.resolve_planner`); this module's Python code is the fallback and the
+reference.
+
+Ids a model can sample but its tokenizer does not name (Qwen pads its embedding past
+``len(tokenizer)``) decode to no text: they get empty bytes and count as blank.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import numpy as np
 
 from repro_fast import _planner_cpp
 from repro_fast.config import RePROConfig
+from repro_fast.dispatch import cpp_extension
 
 
 def decode(tokenizer, ids) -> str:
@@ -76,13 +81,20 @@ class TokenizerTables:
         )
         self.blank = np.array([t.strip() == "" for t in self.token_text], dtype=bool)
         self.token_bytes = self._byte_table()
-        self._cpp_table = None
+        self._cpp_tables: dict[int, object] = {}
 
-    def cpp_table(self):
-        """The byte table as a ``_C.TokenTable`` (built on first use, once per tokenizer)."""
-        if self._cpp_table is None:
-            self._cpp_table = _planner_cpp.make_table(self.token_bytes, self.blank)
-        return self._cpp_table
+    def blank_upto(self, rows: int) -> np.ndarray:
+        """`blank` over ``rows >= vocab_size`` ids (the extra ids are blank)."""
+        return np.concatenate([self.blank, np.ones(max(0, rows - self.vocab_size), dtype=bool)])
+
+    def bytes_upto(self, rows: int) -> list[bytes]:
+        return self.token_bytes + [b""] * max(0, rows - self.vocab_size)
+
+    def cpp_table(self, rows: int):
+        """The byte table over ``rows`` ids as a ``_C.TokenTable`` (built once per size)."""
+        if rows not in self._cpp_tables:
+            self._cpp_tables[rows] = _planner_cpp.make_table(self.bytes_upto(rows), self.blank_upto(rows))
+        return self._cpp_tables[rows]
 
     def _byte_table(self) -> list[bytes] | None:
         tok = self.tokenizer
@@ -158,32 +170,40 @@ class Plan:
     think_end: int  # F: the last scored prefix length
     candidates: np.ndarray  # int64, ascending
 
+    def num_points(self, k: int) -> int:
+        """``|P| = m + 1``, known before any forward pass: 0, the ``min(k, #candidates)``
+        selected starts and ``F`` when the response is not empty never coincide, since every
+        candidate lies in ``[1, E)`` and ``E < F`` (or ``E = F = n``)."""
+        return 1 + min(k, len(self.candidates)) + (self.think_end > 0)
+
 
 def _encode(tokenizer, text: str) -> list[int]:
     return list(tokenizer.encode(text, add_special_tokens=False))
 
 
-def _single_token_id(tokenizer, text: str, what: str) -> int:
-    ids = _encode(tokenizer, text)
-    if len(ids) != 1:
-        raise ValueError(
-            f"RePROConfig.{what}: think_end_mode='token_id' needs {text!r} to be one token, "
-            f"but the tokenizer encodes it as {ids}"
-        )
-    return ids[0]
-
-
 class Planner:
-    """Computes `Plan`s for one tokenizer and config. Reuse it across calls."""
+    """Computes `Plan`s for one tokenizer and config. Reuse it across calls.
 
-    def __init__(self, tokenizer, config: RePROConfig):
+    ``rows``: ids in ``[0, rows)`` may occur (the model's embedding rows, at least
+    ``len(tokenizer)``); ``use_cpp``: plan byte-level batches in C++.
+    """
+
+    def __init__(self, tokenizer, config: RePROConfig, rows: int | None = None, use_cpp: bool = False):
         self.tokenizer = tokenizer
         self.config = config
         self.tables = tables_for(tokenizer)
+        self.rows = max(rows or 0, self.tables.vocab_size)
+        self.use_cpp = use_cpp
+        self.blank = self.tables.blank_upto(self.rows)
         self.marker = config.think_end
         self.marker_id = None
         if self.marker is not None and config.think_end_mode == "token_id":
-            self.marker_id = _single_token_id(tokenizer, self.marker, "think_end")
+            # The authors' code: the first id of the encoded marker, a fragment ("</") when the
+            # marker is several tokens (SPEC §8).
+            ids = _encode(tokenizer, self.marker)
+            if not ids:
+                raise ValueError(f"RePROConfig.think_end: {self.marker!r} encodes to no tokens")
+            self.marker_id = ids[0]
         self.boundary_ids = None
         if config.boundary_mode == "token_id":
             firsts = [_encode(tokenizer, s)[:1] for s in config.boundary_suffixes]
@@ -195,6 +215,7 @@ class Planner:
         self._suffix_res = [re.compile(b"(?=" + re.escape(s) + b")") for s in self._suffix_bytes]
         self._suffix_texts = tuple(config.boundary_suffixes)
         self._cpp = None  # the C++ planner, built on first use
+        self._bytes = self.tables.bytes_upto(self.rows) if self.tables.token_bytes is not None else None
 
     # ---- SPEC §1: think end ------------------------------------------------------------
     def think_bounds(self, ids: np.ndarray, offsets: np.ndarray | None) -> tuple[int, int]:
@@ -261,11 +282,11 @@ class Planner:
                 }),
                 dtype=np.int64,
             )
-            keep = np.isin(offsets[idx], ends) & ~self.tables.blank[ids[idx]]
+            keep = np.isin(offsets[idx], ends) & ~self.blank[ids[idx]]
             return idx[keep]
         tok = self.tokenizer
         keep = [
-            decode(tok, ids[:i]).endswith(self._suffix_texts) and not self.tables.blank[ids[i]]
+            decode(tok, ids[:i]).endswith(self._suffix_texts) and not self.blank[ids[i]]
             for i in idx
         ]
         return idx[np.array(keep, dtype=bool)]
@@ -277,18 +298,18 @@ class Planner:
     def plan_batch(self, batch) -> list[Plan]:
         """The `Plan` of every response in ``batch`` (a list of token-id sequences).
 
-        Byte-level tokenizers: one C++ call for the whole batch when ``repro_fast._C`` is
-        available (``REPRO_FAST_PLANNER`` picks explicitly); otherwise, and for tokenizers
-        without a byte table, the Python planner, one response at a time. Same plans either way.
+        Byte-level tokenizers: one C++ call for the whole batch when ``use_cpp``; otherwise, and
+        for tokenizers without a byte table, the Python planner, one response at a time. Same
+        plans either way.
         """
-        if self.tables.token_bytes is not None and _planner_cpp.use_cpp():
+        if self.tables.token_bytes is not None and self.use_cpp:
             return self._plan_batch_cpp(batch)
         return [self._plan_python(ids) for ids in batch]
 
     def _plan_batch_cpp(self, batch) -> list[Plan]:
         if self._cpp is None:
-            self._cpp = _planner_cpp.extension().Planner(
-                self.tables.cpp_table(),
+            self._cpp = cpp_extension().Planner(
+                self.tables.cpp_table(self.rows),
                 marker=None if self.marker is None or self.marker_id is not None
                 else self.marker.encode("utf-8"),
                 marker_id=self.marker_id,
@@ -311,13 +332,13 @@ class Planner:
         return Plan(begin, finish, self.candidates(ids, begin, offsets))
 
     def _joined(self, ids: np.ndarray) -> bytes:
-        table = self.tables.token_bytes
+        table = self._bytes
         return b"".join([table[t] for t in ids.tolist()])
 
     def _offsets(self, ids: np.ndarray) -> np.ndarray | None:
-        table = self.tables.token_bytes
-        if table is None:
+        if self.tables.token_bytes is None:
             return None
+        table = self._bytes
         lengths = np.fromiter((len(table[t]) for t in ids.tolist()), dtype=np.int64, count=len(ids))
         offsets = np.zeros(len(ids) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])

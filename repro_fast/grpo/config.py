@@ -36,7 +36,9 @@ class GRPOConfig:
         task: ``"toy"`` or ``"gsm8k"`` (see `repro_fast.grpo.tasks`).
         init: checkpoint folder to start from; None: the toy task runs a quick SFT into
             ``out/sft`` first, gsm8k loads SmolLM2-135M-Instruct.
-        out: output folder (metrics.jsonl, checkpoints, plots).
+        out: output folder (metrics.jsonl, checkpoints, plots); must be empty unless ``overwrite``.
+        overwrite: replace the run in a non-empty ``out`` (its cached ``sft`` is kept when its
+            config matches).
         steps: training steps (one rollout batch each).
         prompts_per_step, group_size: prompts per step and samples per prompt (G).
         temperature: sampling temperature tau (also RePro's and the loss's tau).
@@ -72,6 +74,7 @@ class GRPOConfig:
     task: str = "toy"
     init: str | None = None
     out: str = "runs/grpo"
+    overwrite: bool = False
     steps: int = 40
     prompts_per_step: int = 8
     group_size: int = 8
@@ -131,7 +134,7 @@ class GRPOConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise bad(name, "a finite number")
             setattr(self, name, float(value))
-        for name in ("compare_naive", "bf16", "plots", "progress", "eval_greedy"):
+        for name in ("compare_naive", "bf16", "plots", "progress", "eval_greedy", "overwrite"):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "true or false")
         from repro_fast.grpo.tasks import TASKS
@@ -147,7 +150,7 @@ class GRPOConfig:
             raise bad("device", f"one of {DEVICES}")
         if not isinstance(self.verifier, str) and not callable(self.verifier):
             raise bad("verifier", "a verifier name or a callable")
-        for name in ("steps", "prompts_per_step", "epochs", "micro_batch_size", "num_segments"):
+        for name in ("steps", "prompts_per_step", "epochs", "micro_batch_size", "num_segments", "sft_steps"):
             if getattr(self, name) < 1:
                 raise bad(name, "an int >= 1")
         if self.group_size < 2:

@@ -25,27 +25,30 @@ def run_training_demo(out: str = "runs/demo", steps: int | None = None, sft_step
     from repro_fast.grpo.config import GRPOConfig
     from repro_fast.grpo.loop import train
     from repro_fast.grpo.plots import plot_runs
-    from repro_fast.grpo.sft import SFTConfig, run_sft
+    from repro_fast.grpo.sft import SFTConfig, make_out_dir, run_sft
 
     steps = DEMO_STEPS if steps is None else steps
     sft_steps = DEMO_SFT_STEPS if sft_steps is None else sft_steps
-    start = time.perf_counter()
     sft_dir = os.path.join(out, "sft")
+    common = dict(task="toy", init=sft_dir, steps=steps, sft_steps=sft_steps, seed=seed, progress=progress,
+                  threads=threads, eval_every=max(1, steps // 4), overwrite=True)
+    arms = [(label, alpha, GRPOConfig(out=os.path.join(out, "repro" if alpha else "grpo"), alpha=alpha,
+                                      compare_naive=alpha != 0, **common))
+            for label, alpha in (("GRPO + RePro", 0.1), ("plain GRPO", 0.0))]
+    sft_config = SFTConfig(task="toy", out=sft_dir, steps=sft_steps, seed=seed, progress=progress, threads=threads)
+    make_out_dir(out)
+    start = time.perf_counter()
     print(f"== 1/3 SFT warm start: {sft_steps} steps on synthetic arithmetic traces -> {sft_dir}")
-    sft = run_sft(SFTConfig(task="toy", out=sft_dir, steps=sft_steps, seed=seed, progress=progress,
-                                threads=threads))
+    sft = run_sft(sft_config)
     print(f"   {sft['params']:,} parameters, {sft['train_s']:.0f} s; greedy accuracy {sft['eval_accuracy']:.3f}, "
           f"sampled (tau = 1) accuracy {sft['eval_sampled_accuracy']:.3f}, mean response length "
           f"{sft['eval_sampled_response_length']:.1f} tokens")
 
-    common = dict(task="toy", init=sft_dir, steps=steps, seed=seed, progress=progress, threads=threads,
-                  eval_every=max(1, steps // 4))
     runs, summaries = {}, {}
-    for i, (label, alpha, naive) in enumerate((("GRPO + RePro", 0.1, True), ("plain GRPO", 0.0, False))):
-        run_dir = os.path.join(out, "repro" if alpha else "grpo")
-        print(f"== {i + 2}/3 {label} (alpha = {alpha:g}), {steps} steps -> {run_dir}")
-        summaries[label] = train(GRPOConfig(out=run_dir, alpha=alpha, compare_naive=naive, **common))
-        with open(os.path.join(run_dir, "metrics.jsonl")) as fp:
+    for i, (label, alpha, config) in enumerate(arms):
+        print(f"== {i + 2}/3 {label} (alpha = {alpha:g}), {steps} steps -> {config.out}")
+        summaries[label] = train(config)
+        with open(os.path.join(config.out, "metrics.jsonl")) as fp:
             runs[label] = [json.loads(line) for line in fp]
 
     repro_rows = runs["GRPO + RePro"]

@@ -23,9 +23,11 @@ checkpoint is a Hugging Face folder that ``init`` can start a new run from).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import random
+import shutil
 import time
 
 import numpy as np
@@ -34,10 +36,10 @@ import torch
 from repro_fast.config import RePROConfig
 from repro_fast.rewards import grpo_advantages
 from repro_fast.scorer import RePROScorer
-from repro_fast.grpo.config import GRPOConfig
+from repro_fast.grpo.config import ConfigError, GRPOConfig
 from repro_fast.grpo.loss import grpo_loss, sequence_logprobs
 from repro_fast.grpo.rollout import rollout
-from repro_fast.grpo.sft import SFTConfig, cpu_threads, evaluate, resolve_device, run_sft
+from repro_fast.grpo.sft import SFTConfig, cpu_threads, evaluate, make_out_dir, resolve_device, run_sft
 from repro_fast.grpo.tasks import get_task, save_checkpoint
 from repro_fast.grpo.verify import boxed_verifier, get_verifier
 
@@ -53,15 +55,48 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "final", "plots")
+
+
+def prepare_out(out: str, overwrite: bool) -> None:
+    """Make ``out`` ready for a run: a non-empty folder is refused unless ``overwrite``, which
+    removes the previous run's files (a cached ``sft`` stays: `warm_start` checks its config)."""
+    make_out_dir(out)
+    entries = sorted(os.listdir(out))
+    if entries and not overwrite:
+        raise ConfigError(f"out: folder {out!r} is not empty ({', '.join(entries[:6])}); choose a new --out, "
+                          "or pass --overwrite to replace the run in it")
+    for name in entries:
+        path = os.path.join(out, name)
+        if name in RUN_FILES or name.startswith("checkpoint-"):
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+
+
+def _sft_settings(config: SFTConfig | dict) -> dict:
+    d = dataclasses.asdict(config) if isinstance(config, SFTConfig) else dict(config)
+    return {k: v for k, v in d.items() if k not in ("out", "progress")}
+
+
 def warm_start(config: GRPOConfig) -> str | None:
-    """The checkpoint a run starts from: ``config.init``, else (toy) a quick SFT into out/sft."""
+    """The checkpoint a run starts from: ``config.init``, else (toy) a quick SFT into out/sft,
+    reused by a later run only if it was trained with the same settings."""
     if config.init is not None or config.task != "toy":
         return config.init
     sft_dir = os.path.join(config.out, "sft")
-    if not os.path.isfile(os.path.join(sft_dir, "config.json")):
+    sft = SFTConfig(task="toy", out=sft_dir, steps=config.sft_steps, seed=config.seed, device=config.device,
+                    progress=config.progress, threads=config.threads)
+    try:
+        with open(os.path.join(sft_dir, "sft_summary.json")) as fp:
+            cached = _sft_settings(json.load(fp)["config"])
+    except (OSError, ValueError, KeyError):
+        cached = None
+    if cached != _sft_settings(sft):
+        if cached is not None:
+            changed = ", ".join(f"{k}={cached.get(k)!r} -> {v!r}" for k, v in _sft_settings(sft).items()
+                                if cached.get(k) != v)
+            print(f"{sft_dir} was trained with other settings ({changed}): re-running SFT")
         print(f"no init checkpoint given: warm-starting the toy model by SFT ({config.sft_steps} steps) into {sft_dir}")
-        summary = run_sft(SFTConfig(task="toy", out=sft_dir, steps=config.sft_steps, seed=config.seed,
-                                    device=config.device, progress=config.progress, threads=config.threads))
+        summary = run_sft(sft)
         print(f"SFT: {summary['train_s']:.0f} s, greedy accuracy {summary['eval_accuracy']:.2f}, "
               f"mean response length {summary['eval_response_length']:.1f} tokens")
     return sft_dir
@@ -130,12 +165,12 @@ def train(config: GRPOConfig, verifier=None, model=None, tokenizer=None) -> dict
     ``config.init``."""
     task = get_task(config.task)
     device = resolve_device(config.device)
+    prepare_out(config.out, config.overwrite)
     with cpu_threads(task.cpu_threads if config.threads is None else config.threads, device):
         return _train(config, task, device, verifier, model, tokenizer)
 
 
 def _train(config: GRPOConfig, task, device, verifier, model, tokenizer) -> dict:
-    os.makedirs(config.out, exist_ok=True)
     _seed_everything(config.seed)
     if model is None:
         model, tokenizer = task.load(warm_start(config))

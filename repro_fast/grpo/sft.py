@@ -73,7 +73,8 @@ def _batch(tokenizer, task, examples, device):
 
 def evaluate(model, tokenizer, task, n: int, max_new_tokens: int, temperature: float | None = None,
              seed: int = 0) -> dict[str, float]:
-    """Accuracy and mean response length (tokens) on the task's ``n`` held-out problems: greedy
+    """Accuracy, mean response length (tokens) and the task's rollout metrics (toy: re-checks per
+    response) on its ``n`` held-out problems: greedy
     (``temperature=None``) or one sample each at ``temperature`` with a fixed seed (the same
     draws before and after training)."""
     from repro_fast.grpo.rollout import generate
@@ -96,6 +97,7 @@ def evaluate(model, tokenizer, task, n: int, max_new_tokens: int, temperature: f
     return {
         "accuracy": sum(correct) / len(correct),
         "response_length": sum(len(r) for r in responses) / len(responses),
+        **task.rollout_metrics(texts),
     }
 
 
@@ -121,17 +123,35 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def make_out_dir(out: str) -> None:
+    """Create the folder ``out`` now, or raise a ConfigError that says why it cannot be."""
+    from repro_fast.grpo.config import ConfigError
+
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigError(f"out: {out!r} is a file, not a folder")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"out: cannot create folder {out!r}: {exc.strerror or exc}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ConfigError(f"out: folder {out!r} is not writable")
+
+
 def run_sft(config: SFTConfig) -> dict:
     """Train, evaluate, save ``model + tokenizer`` to ``config.out``; returns the summary."""
     from repro_fast.grpo.tasks import get_task
 
     task = get_task(config.task)
     device = resolve_device(config.device)
+    make_out_dir(config.out)
+    summary_path = os.path.join(config.out, "sft_summary.json")
+    if os.path.exists(summary_path):  # it describes the checkpoint about to be replaced
+        os.remove(summary_path)
     with cpu_threads(task.cpu_threads if config.threads is None else config.threads, device):
-        return _run_sft(config, task, device)
+        return _run_sft(config, task, device, summary_path)
 
 
-def _run_sft(config: SFTConfig, task, device) -> dict:
+def _run_sft(config: SFTConfig, task, device, summary_path: str) -> dict:
     from repro_fast.grpo.tasks import load_checkpoint, save_checkpoint
 
     random.seed(config.seed)
@@ -178,7 +198,6 @@ def _run_sft(config: SFTConfig, task, device) -> dict:
     model.eval()
     ev = evaluate(model, tokenizer, task, config.eval_problems, task.default_max_new_tokens)
     ev_s = evaluate(model, tokenizer, task, config.eval_problems, task.default_max_new_tokens, temperature=1.0)
-    os.makedirs(config.out, exist_ok=True)
     save_checkpoint(model, tokenizer, config.out)
     summary = {
         "task": task.name,
@@ -192,6 +211,6 @@ def _run_sft(config: SFTConfig, task, device) -> dict:
         "params": sum(p.numel() for p in model.parameters()),
         "config": asdict(config),
     }
-    with open(os.path.join(config.out, "sft_summary.json"), "w") as fp:
+    with open(summary_path, "w") as fp:
         json.dump(summary, fp, indent=2)
     return summary

@@ -8,11 +8,11 @@ Math (SPEC §4, §7): z = (hidden @ weight.T + bias) / tau, p = softmax(z),
     logprobs[i] = log p[i, targets[i]],    entropy[i] = -sum_v p[i, v] log p[i, v].
 Both outputs are fp32 (fp64 when the torch path gets fp64 inputs), accumulated in fp32 at least.
 
-Backend choice, read at call time:
-    backend= argument if given, else the REPRO_FAST_BACKEND environment variable:
-    unset / "" / "auto" -> Triton for CUDA tensors, chunked torch for CPU tensors;
-    "triton" -> Triton always (CPU tensors need TRITON_INTERPRET=1, set before the first call);
-    "torch"  -> chunked torch always.
+`fused_logprob` is the same op without the entropy (answer tokens need only log-probs): the
+Triton kernel skips the entropy accumulation, the torch path its two passes over the logits.
+
+Backend: the ``backend=`` argument (``"auto"`` | ``"triton"`` | ``"torch"``; None reads
+``REPRO_FAST_KERNELS``), resolved by `repro_fast.dispatch.resolve_kernels`.
 
 Out-of-range targets: on CPU a ValueError. On CUDA the check would need a device->host sync in
 the hot path, so instead the affected rows get logprob = NaN (entropy is still right); a NaN in
@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["fused_logprob_entropy", "logprob_entropy_torch", "BACKEND_ENV_VAR"]
+from repro_fast.dispatch import resolve_kernels, triton_interpret
 
-BACKEND_ENV_VAR = "REPRO_FAST_BACKEND"
-_BACKENDS = ("triton", "torch")
+__all__ = ["fused_logprob_entropy", "fused_logprob", "logprob_entropy_torch"]
 
 # The torch path holds at most about this many bytes of logits-sized temporaries per chunk
 # (logits, log-probs and probabilities of one row chunk, fp32).
@@ -101,30 +99,15 @@ def _validate(hidden, weight, targets, temperature, bias) -> float:
     return temperature
 
 
-def _resolve_backend(backend: str | None, device: torch.device) -> str:
-    if backend is None:
-        raw = os.environ.get(BACKEND_ENV_VAR, "")
-        source = f"environment variable {BACKEND_ENV_VAR}"
-    else:
-        raw = backend
-        source = "argument backend"
-    choice = raw.strip().lower() if isinstance(raw, str) else raw
-    if choice in ("", "auto"):
-        return "triton" if device.type == "cuda" else "torch"
-    if choice in _BACKENDS:
-        return choice
-    raise ValueError(f"{source} must be one of 'auto', 'triton', 'torch' (or unset), got {raw!r}")
-
-
 def _triton_module(device: torch.device):
     try:
         from repro_fast.ops import triton_logprob_entropy as tle
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ImportError("the Triton backend needs the `triton` package; use backend='torch'") from exc
-    if device.type != "cuda" and not tle.INTERPRET:
+    if device.type != "cuda" and not triton_interpret():
         raise RuntimeError(
             "the Triton backend got CPU tensors but the kernels were not built for the interpreter: "
-            "set TRITON_INTERPRET=1 before the first Triton call, or use REPRO_FAST_BACKEND=torch"
+            "set TRITON_INTERPRET=1 before the first Triton call, or use backend='torch'"
         )
     return tle
 
@@ -142,8 +125,9 @@ def _rows_per_chunk(V: int, bytes_per_element: int, copies: int, budget: int) ->
     return max(1, budget // max(1, V * bytes_per_element * copies))
 
 
-def _torch_forward(hidden, weight, bias, targets, temperature, chunk_rows):
-    """Returns (logprobs, entropy, lse) in the compute dtype; at most chunk_rows x V logits live."""
+def _torch_forward(hidden, weight, bias, targets, temperature, chunk_rows, with_entropy=True):
+    """Returns (logprobs, entropy, lse) in the compute dtype; at most chunk_rows x V logits live.
+    Without ``with_entropy`` the entropy is left 0 (two passes over the logits fewer)."""
     M = hidden.shape[0]
     V = weight.shape[0]
     cdt = _compute_dtype(hidden.dtype)
@@ -151,7 +135,7 @@ def _torch_forward(hidden, weight, bias, targets, temperature, chunk_rows):
     b = bias.to(cdt) if bias is not None else None
     inv_t = 1.0 / temperature
     logprobs = torch.empty(M, dtype=cdt, device=hidden.device)
-    entropy = torch.empty(M, dtype=cdt, device=hidden.device)
+    entropy = torch.zeros(M, dtype=cdt, device=hidden.device)
     lse = torch.empty(M, dtype=cdt, device=hidden.device)
     tgt_ok = (targets >= 0) & (targets < V)
     tgt = torch.where(tgt_ok, targets, torch.zeros_like(targets)).long()
@@ -162,8 +146,10 @@ def _torch_forward(hidden, weight, bias, targets, temperature, chunk_rows):
         row_lse = torch.logsumexp(z, dim=-1)
         logp = z.sub_(row_lse[:, None])  # z is not needed any more: reuse its memory
         logprobs[rows] = logp.gather(1, tgt[rows, None]).squeeze(1)
-        p = logp.exp()
-        entropy[rows] = -torch.where(p > 0, p * logp, torch.zeros((), dtype=cdt, device=p.device)).sum(-1)
+        if with_entropy:
+            p = logp.exp()
+            # p == 0 (a -inf logit) contributes 0, not 0 * -inf; a NaN row stays NaN.
+            entropy[rows] = -torch.where(p == 0, 0.0, p * logp).sum(-1)
         lse[rows] = row_lse
     # Rows with an out-of-range target (only reachable on CUDA, see module doc) get NaN.
     logprobs = torch.where(tgt_ok, logprobs, torch.full((), float("nan"), dtype=cdt, device=hidden.device))
@@ -177,7 +163,7 @@ def _torch_dlogits(hidden, weight_c, bias_c, targets, temperature, lse, entropy,
     z = F.linear(hidden.to(cdt), weight_c, bias_c).mul_(inv_t)
     logp = z.sub_(lse.to(cdt)[:, None])
     p = logp.exp()
-    ent_term = torch.where(p > 0, p * (logp + entropy.to(cdt)[:, None]), torch.zeros((), dtype=cdt, device=p.device))
+    ent_term = torch.where(p == 0, 0.0, p * (logp + entropy.to(cdt)[:, None]))
     g = -g_lp.to(cdt)[:, None] * p - g_ent.to(cdt)[:, None] * ent_term
     V = weight_c.shape[0]
     ok = (targets >= 0) & (targets < V)
@@ -216,8 +202,10 @@ def _chunked_backward(ctx, grad_logprobs, grad_entropy, dlogits_fn, chunk_rows, 
 
 class _TorchLogprobEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, targets, bias, temperature, chunk_rows):
-        logprobs, entropy, lse = _torch_forward(hidden, weight, bias, targets, temperature, chunk_rows)
+    def forward(ctx, hidden, weight, targets, bias, temperature, chunk_rows, with_entropy=True):
+        logprobs, entropy, lse = _torch_forward(
+            hidden, weight, bias, targets, temperature, chunk_rows, with_entropy
+        )
         ctx.save_for_backward(hidden, weight, bias, targets, lse, entropy)
         ctx.temperature = temperature
         ctx.chunk_rows = chunk_rows
@@ -230,7 +218,7 @@ class _TorchLogprobEntropy(torch.autograd.Function):
         grad_h, grad_w, grad_b = _chunked_backward(
             ctx, grad_logprobs, grad_entropy, _torch_dlogits, ctx.chunk_rows, cdt
         )
-        return grad_h, grad_w, None, grad_b, None, None
+        return grad_h, grad_w, None, grad_b, None, None, None
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,11 +228,13 @@ class _TorchLogprobEntropy(torch.autograd.Function):
 
 class _TritonLogprobEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, targets, bias, temperature):
+    def forward(ctx, hidden, weight, targets, bias, temperature, with_entropy=True):
         tle = _triton_module(hidden.device)
         targets = targets.contiguous()
         bias = bias.contiguous() if bias is not None else None
-        logprobs, entropy, lse = tle.logprob_entropy_fwd(hidden, weight, bias, targets, temperature)
+        logprobs, entropy, lse = tle.logprob_entropy_fwd(
+            hidden, weight, bias, targets, temperature, with_entropy
+        )
         ctx.save_for_backward(hidden, weight, bias, targets, lse, entropy)
         ctx.temperature = temperature
         return logprobs, entropy
@@ -266,7 +256,7 @@ class _TritonLogprobEntropy(torch.autograd.Function):
         grad_h, grad_w, grad_b = _chunked_backward(
             ctx, grad_logprobs, grad_entropy, dlogits, chunk_rows, hidden.dtype
         )
-        return grad_h, grad_w, None, grad_b, None
+        return grad_h, grad_w, None, grad_b, None, None
 
 
 # --------------------------------------------------------------------------------------------
@@ -293,7 +283,18 @@ def logprob_entropy_torch(
         chunk_rows = _rows_per_chunk(weight.shape[0], elt, 3, memory_budget_bytes)
     elif isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise ValueError(f"chunk_rows must be a positive int or None, got {chunk_rows!r}")
-    return _TorchLogprobEntropy.apply(hidden, weight, targets, bias, temperature, chunk_rows)
+    return _TorchLogprobEntropy.apply(hidden, weight, targets, bias, temperature, chunk_rows, True)
+
+
+def _apply(hidden, weight, targets, temperature, bias, backend, with_entropy):
+    temperature = _validate(hidden, weight, targets, temperature, bias)
+    if resolve_kernels(backend, hidden.device, "backend") == "torch":
+        elt = 8 if hidden.dtype == torch.float64 else 4
+        chunk_rows = _rows_per_chunk(weight.shape[0], elt, 3, TORCH_CHUNK_BYTES)
+        return _TorchLogprobEntropy.apply(hidden, weight, targets, bias, temperature, chunk_rows, with_entropy)
+    if hidden.dtype not in _TRITON_DTYPES:
+        raise TypeError(f"the Triton backend takes float16, bfloat16 or float32 hidden, got {hidden.dtype}")
+    return _TritonLogprobEntropy.apply(hidden, weight, targets, bias, temperature, with_entropy)
 
 
 def fused_logprob_entropy(
@@ -313,19 +314,24 @@ def fused_logprob_entropy(
         targets: [M] integer token ids in [0, V).
         temperature: tau > 0; the softmax is taken over logits / tau.
         bias: optional [V] LM-head bias.
-        backend: None (read REPRO_FAST_BACKEND), "auto", "triton" or "torch".
+        backend: None (REPRO_FAST_KERNELS, default "auto"), "auto", "triton" or "torch".
 
     Returns:
         (logprobs, entropy), each fp32 [M]: log softmax(z / tau)[target] and -sum p log p.
         Differentiable w.r.t. hidden, weight and bias. The Triton path never builds [M, V] logits
         in the forward; its backward writes dL/dlogits for row chunks of at most ~1 GiB.
     """
-    temperature = _validate(hidden, weight, targets, temperature, bias)
-    choice = _resolve_backend(backend, hidden.device)
-    if choice == "torch":
-        elt = 8 if hidden.dtype == torch.float64 else 4
-        chunk_rows = _rows_per_chunk(weight.shape[0], elt, 3, TORCH_CHUNK_BYTES)
-        return _TorchLogprobEntropy.apply(hidden, weight, targets, bias, temperature, chunk_rows)
-    if hidden.dtype not in _TRITON_DTYPES:
-        raise TypeError(f"the Triton backend takes float16, bfloat16 or float32 hidden, got {hidden.dtype}")
-    return _TritonLogprobEntropy.apply(hidden, weight, targets, bias, temperature)
+    return _apply(hidden, weight, targets, temperature, bias, backend, True)
+
+
+def fused_logprob(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float = 1.0,
+    *,
+    bias: torch.Tensor | None = None,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """`fused_logprob_entropy` without the entropy: fp32 ``[M]`` log-probs (differentiable)."""
+    return _apply(hidden, weight, targets, temperature, bias, backend, False)[0]

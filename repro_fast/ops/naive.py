@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["logprob_entropy_naive", "segment_select_naive", "prefix_attention_naive"]
+__all__ = ["logprob_entropy_naive", "logprob_naive", "segment_select_naive", "prefix_attention_naive"]
 
 
 def logprob_entropy_naive(
@@ -32,10 +32,18 @@ def logprob_entropy_naive(
         z = z + bias.to(compute_dtype)
     logp = torch.log_softmax(z / temperature, dim=-1)
     logprobs = logp.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)
-    # xlogy-style guard: p = 0 contributes 0, not 0 * -inf.
+    # xlogy-style guard: p = 0 contributes 0, not 0 * -inf (NaN stays NaN).
     p = logp.exp()
-    entropy = -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(-1)
+    entropy = -torch.where(p == 0, torch.zeros_like(p), p * logp).sum(-1)
     return logprobs, entropy
+
+
+def logprob_naive(hidden, weight, targets, temperature=1.0, *, bias=None, compute_dtype=torch.float64):
+    """Reference for `fused_logprob`: the log-prob half of `logprob_entropy_naive`."""
+    z = hidden.to(compute_dtype) @ weight.to(compute_dtype).T
+    if bias is not None:
+        z = z + bias.to(compute_dtype)
+    return torch.log_softmax(z / temperature, dim=-1).gather(-1, targets.long()[:, None])[:, 0]
 
 
 def segment_select_naive(

@@ -18,20 +18,19 @@ The mask, for a row with two copies of a 2-token answer (P = 1 and P = 3, |q| = 
     a0 (P=3)  x  x  x  x  | .  .  x  .
     a1 (P=3)  x  x  x  x  | .  .  x  x
 
-Backends (same rule as `fused_logprob_entropy`): CUDA -> Triton kernel, CPU -> torch SDPA
-with the dense mask; ``REPRO_FAST_BACKEND`` forces one. `prefix_attention_naive` in
+Backends (same rule as `fused_logprob_entropy`, `repro_fast.dispatch`): CUDA -> Triton kernel,
+CPU -> torch SDPA with the dense mask. `prefix_attention_naive` in
 `repro_fast/ops/naive.py` is the float64 reference.
 """
 
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 import torch.nn.functional as F
 
-from repro_fast.ops.logprob_entropy import _resolve_backend
+from repro_fast.dispatch import resolve_kernels, triton_interpret
 
 __all__ = ["prefix_attention", "prefix_attention_torch", "prefix_attention_mask"]
 
@@ -122,7 +121,7 @@ def _prefix_attention_triton(query, key, value, limit, copy_start, scale):
     G = Hq // Hkv
     L = key.shape[2] - C
     rows = C * G
-    interpret = os.environ.get("TRITON_INTERPRET") == "1"
+    interpret = triton_interpret()
     block_m, block_n = (16, 16) if interpret else (64, 64)
     block_d = max(16, triton.next_power_of_2(D))
     m_blocks = triton.cdiv(rows, block_m)
@@ -161,12 +160,6 @@ def prefix_attention(query, key, value, limit, copy_start, scale=None, *, backen
     B, Hq, C, D = query.shape
     if B == 0 or C == 0:
         return query.new_zeros(B, C, Hq, D)
-    choice = _resolve_backend(backend, query.device)
-    if choice == "triton" and query.dtype in _DTYPES:
-        if query.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-            raise RuntimeError(
-                "prefix_attention: the Triton backend was forced for CPU tensors; set "
-                "TRITON_INTERPRET=1 before the first Triton call to run it in the interpreter"
-            )
+    if resolve_kernels(backend, query.device, "backend") == "triton" and query.dtype in _DTYPES:
         return _prefix_attention_triton(query, key, value, limit, copy_start, float(scale))
     return prefix_attention_torch(query, key, value, limit, copy_start, float(scale))

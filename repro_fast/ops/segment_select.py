@@ -4,18 +4,19 @@
 
 Per row, among the positions where ``candidates`` is True, the ``k`` with the largest entropy,
 ties to the smaller index (fewer than k candidates: all of them); ``starts`` holds them in
-ascending order, padded with -1. Backends as for the other ops: CUDA -> Triton kernel (one
-launch for the batch), CPU -> a stable sort in torch; ``REPRO_FAST_BACKEND`` forces one.
+ascending order, padded with -1, in ``min(k, n)`` columns (no row has more candidates than
+positions, so a huge ``k`` costs nothing). Backends as for the other ops: CUDA -> Triton kernel
+(one launch for the batch), CPU -> a stable sort in torch (`repro_fast.dispatch`).
 `segment_select_naive` in `repro_fast/ops/naive.py` is the reference.
+
+This is the package's one implementation of SPEC §4's top-k; both scorer backends use it.
 """
 
 from __future__ import annotations
 
-import os
-
 import torch
 
-from repro_fast.ops.logprob_entropy import _resolve_backend
+from repro_fast.dispatch import resolve_kernels, triton_interpret
 
 __all__ = ["segment_select", "segment_select_torch"]
 
@@ -44,28 +45,26 @@ def _ascending(picked: torch.Tensor) -> torch.Tensor:
 
 def segment_select_torch(entropies, candidates, k):
     """Stable sort by descending entropy: equal entropies keep ascending index order."""
-    B, n = entropies.shape
+    k = min(k, entropies.shape[1])
     key = torch.where(candidates, entropies.float(), float("-inf"))
     order = torch.sort(key, dim=1, descending=True, stable=True).indices[:, :k]
     counts = candidates.sum(1).clamp(max=k)
-    valid = torch.arange(order.shape[1], device=order.device)[None] < counts[:, None]
-    picked = torch.where(valid, order, -1)
-    if picked.shape[1] < k:  # n < k
-        picked = torch.cat([picked, picked.new_full((B, k - picked.shape[1]), -1)], 1)
-    return _ascending(picked), counts.to(torch.int64)
+    valid = torch.arange(k, device=order.device)[None] < counts[:, None]
+    return _ascending(torch.where(valid, order, -1)), counts.to(torch.int64)
 
 
 def _segment_select_triton(entropies, candidates, k):
     from repro_fast.ops.triton_segment_select import _segment_select_kernel
 
     B, n = entropies.shape
+    k = min(k, n)
     picked = torch.empty(B, k, dtype=torch.int64, device=entropies.device)
     counts = torch.empty(B, dtype=torch.int64, device=entropies.device)
-    if B == 0:
-        return picked, counts
+    if B == 0 or k == 0:
+        return picked, counts.zero_()
     entropies = entropies.contiguous()
     cand = candidates.contiguous().view(torch.uint8)
-    block = 16 if os.environ.get("TRITON_INTERPRET") == "1" else 1024
+    block = 16 if triton_interpret() else 1024
     _segment_select_kernel[(B,)](
         entropies, cand, picked, counts, entropies.stride(0), cand.stride(0), picked.stride(0),
         n, k, BLOCK_N=block,
@@ -74,12 +73,9 @@ def _segment_select_triton(entropies, candidates, k):
 
 
 def segment_select(entropies, candidates, k, *, backend=None):
-    """See the module docstring. Returns ``(starts [B, k] int64, counts [B] int64)``."""
+    """See the module docstring. Returns ``(starts [B, min(k, n)] int64, counts [B] int64)``."""
     _validate(entropies, candidates, k)
-    choice = _resolve_backend(backend, entropies.device)
-    if choice == "triton":
-        if entropies.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-            raise RuntimeError("segment_select: the Triton backend was forced for CPU tensors; "
-                               "set TRITON_INTERPRET=1 before the first Triton call")
+    # The kernel makes k passes over the row: past a few dozen picks a sort is cheaper.
+    if resolve_kernels(backend, entropies.device, "backend") == "triton" and min(k, entropies.shape[1]) <= 64:
         return _segment_select_triton(entropies, candidates, k)
     return segment_select_torch(entropies, candidates, k)

@@ -21,14 +21,14 @@ no tensor descriptors.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
+from repro_fast.dispatch import triton_interpret
+
 # `triton.jit` returns an interpreter-backed function when this is set at import time.
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+INTERPRET = triton_interpret()
 
 # Fixed, small blocks for the CPU interpreter (autotuning there would run every config).
 _INTERPRET_BLOCKS = dict(BLOCK_M=16, BLOCK_V=64, BLOCK_K=32)
@@ -41,6 +41,10 @@ def _fwd_configs():
     return [
         cfg(dict(BLOCK_M=128, BLOCK_V=128, BLOCK_K=64), num_warps=8, num_stages=3),
         cfg(dict(BLOCK_M=128, BLOCK_V=256, BLOCK_K=64), num_warps=8, num_stages=3),
+        # Hopper (H100/H200) candidates: one more stage for the 128x256 tile (48 KiB a stage,
+        # 192 KiB of the 227 KiB shared memory) and a tall 256x128 tile (two warpgroups).
+        cfg(dict(BLOCK_M=128, BLOCK_V=256, BLOCK_K=64), num_warps=8, num_stages=4),
+        cfg(dict(BLOCK_M=256, BLOCK_V=128, BLOCK_K=64), num_warps=8, num_stages=3),
         cfg(dict(BLOCK_M=64, BLOCK_V=128, BLOCK_K=64), num_warps=4, num_stages=4),
         cfg(dict(BLOCK_M=64, BLOCK_V=256, BLOCK_K=32), num_warps=8, num_stages=4),
         cfg(dict(BLOCK_M=16, BLOCK_V=256, BLOCK_K=64), num_warps=4, num_stages=4),
@@ -87,6 +91,7 @@ def _fwd_partial_kernel(
     stride_hm, stride_hk, stride_wv, stride_wk,
     inv_temperature,
     HAS_BIAS: tl.constexpr, IS_FP32: tl.constexpr, UPCAST_DOT: tl.constexpr,
+    WITH_ENTROPY: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """Online softmax statistics of rows [pid_m*BM, +BM) over vocabulary slice pid_s.
@@ -131,9 +136,11 @@ def _fwd_partial_kernel(
         alpha = tl.exp(shift)
         diff = z - safe_max[:, None]
         e = tl.exp(diff)
-        # e == 0 covers masked columns and -inf logits; zero their diff so 0 * -inf never happens.
-        e_z = e * tl.where(e > 0, diff, 0.0)
-        run_ent = alpha * (run_ent + shift * run_sum) + tl.sum(e_z, axis=1)
+        if WITH_ENTROPY:
+            # e == 0 covers masked columns and -inf logits; zero their diff so 0 * -inf never
+            # happens (a NaN e keeps the row NaN).
+            e_z = e * tl.where(e == 0, 0.0, diff)
+            run_ent = alpha * (run_ent + shift * run_sum) + tl.sum(e_z, axis=1)
         run_sum = alpha * run_sum + tl.sum(e, axis=1)
         run_max = new_max
         is_tgt = cols[None, :].to(tl.int64) == tgt[:, None]
@@ -238,7 +245,7 @@ if INTERPRET:
     _fwd_partial = _fwd_partial_kernel
     _bwd_dlogits = _bwd_dlogits_kernel
 else:
-    _fwd_partial = triton.autotune(configs=_fwd_configs(), key=["H", "V", "HAS_BIAS", "IS_FP32"])(
+    _fwd_partial = triton.autotune(configs=_fwd_configs(), key=["H", "V", "HAS_BIAS", "IS_FP32", "WITH_ENTROPY"])(
         _fwd_partial_kernel
     )
     _bwd_dlogits = triton.autotune(configs=_fwd_configs(), key=["H", "V", "HAS_BIAS", "IS_FP32"])(
@@ -246,10 +253,22 @@ else:
     )
 
 
+# Forward programs per SM that the vocabulary slicing aims for (when M alone does not give them).
+# Each program streams its whole slice, so with few programs per SM the last wave runs part-empty:
+# 4 per SM (the first H200 runs) gave 64 x 5 = 320 programs of BLOCK_M = 128 at M = 8192, i.e.
+# 2.4 waves on 132 SMs, about 19% of the time idle. 32 per SM gives about 16 waves (tail < 6%);
+# the partials cost 16 bytes per row and slice (33 slices at M = 8192: 4 MiB).
+# REPRO_FAST_HEAD_PROGRAMS_PER_SM overrides it (read at each launch; for tuning runs).
+_PROGRAMS_PER_SM = 32
+
+
 def _num_programs_wanted(device: torch.device) -> int:
     if INTERPRET or device.type != "cuda":
         return 4
-    return 4 * torch.cuda.get_device_properties(device).multi_processor_count
+    from os import environ
+
+    per_sm = int(environ.get("REPRO_FAST_HEAD_PROGRAMS_PER_SM", _PROGRAMS_PER_SM))
+    return max(1, per_sm) * torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def _vocab_slicing(M: int, V: int, device: torch.device) -> tuple[int, int]:
@@ -276,8 +295,10 @@ def logprob_entropy_fwd(
     bias: torch.Tensor | None,
     targets: torch.Tensor,
     temperature: float,
+    with_entropy: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Forward launcher: returns fp32 (logprobs, entropy, lse), each [M]. Inputs are validated."""
+    """Forward launcher: returns fp32 (logprobs, entropy, lse), each [M]. Inputs are validated.
+    Without ``with_entropy`` the entropy output is meaningless (not accumulated)."""
     M, H = hidden.shape
     V = weight.shape[0]
     dev = hidden.device
@@ -297,10 +318,10 @@ def logprob_entropy_fwd(
     )
     if INTERPRET:
         grid = (triton.cdiv(M, _INTERPRET_BLOCKS["BLOCK_M"]), num_slices)
-        _fwd_partial[grid](*args, **_flags(hidden, bias), **_INTERPRET_BLOCKS)
+        _fwd_partial[grid](*args, **_flags(hidden, bias), WITH_ENTROPY=with_entropy, **_INTERPRET_BLOCKS)
     else:
         grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]), num_slices)  # noqa: E731
-        _fwd_partial[grid](*args, **_flags(hidden, bias))
+        _fwd_partial[grid](*args, **_flags(hidden, bias), WITH_ENTROPY=with_entropy)
     block = 128
     _fwd_combine_kernel[(triton.cdiv(M, block),)](
         parts[0], parts[1], parts[2], parts[3], targets, logprobs, entropy, lse,

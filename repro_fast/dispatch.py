@@ -1,0 +1,86 @@
+"""Which implementation runs: kernels (Triton or torch) and planner (C++ or Python).
+
+One place decides. `RePROScorer` resolves both once, at construction, from its explicit
+``kernels=`` and ``planner=`` arguments and hands the answers down; environment variables only
+set the defaults of those arguments (and of the public ops' ``backend=``):
+
+    REPRO_FAST_KERNELS = auto | triton | torch     auto: Triton for CUDA tensors, torch for CPU
+    REPRO_FAST_PLANNER = auto | cpp | python       auto: C++ when repro_fast._C imports
+    TRITON_INTERPRET   = 1                         Triton kernels run on CPU (tests); read when
+                                                   the kernels are first built, so set it first
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import warnings
+
+KERNELS_ENV = "REPRO_FAST_KERNELS"
+PLANNER_ENV = "REPRO_FAST_PLANNER"
+KERNEL_CHOICES = ("auto", "triton", "torch")
+PLANNER_CHOICES = ("auto", "cpp", "python")
+
+
+def triton_interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _choice(value, env: str, choices: tuple[str, ...], name: str) -> str:
+    source = name
+    if value is None:
+        value, source = os.environ.get(env, "").strip().lower() or "auto", f"environment variable {env}"
+    if value not in choices:
+        raise ValueError(f"{source}: expected one of {choices}, got {value!r}")
+    return value
+
+
+def resolve_kernels(value: str | None, device, name: str = "kernels") -> str:
+    """``"triton"`` or ``"torch"`` for tensors on ``device``."""
+    choice = _choice(value, KERNELS_ENV, KERNEL_CHOICES, name)
+    if choice == "auto":
+        return "triton" if getattr(device, "type", device) == "cuda" else "torch"
+    if choice == "triton" and getattr(device, "type", device) != "cuda" and not triton_interpret():
+        raise RuntimeError(
+            f"{name}='triton' on {device} tensors needs TRITON_INTERPRET=1, set before the first "
+            "Triton kernel is built (the interpreter); use 'torch' or 'auto' otherwise"
+        )
+    return choice
+
+
+_UNSET = object()
+_extension = _UNSET
+_extension_error: BaseException | None = None
+
+
+def cpp_extension():
+    """``repro_fast._C`` (the C++ planner), or None when it did not build (tried once)."""
+    global _extension, _extension_error
+    if _extension is _UNSET:
+        try:
+            _extension = importlib.import_module("repro_fast._C")
+        except ImportError as exc:
+            _extension, _extension_error = None, exc
+    return _extension
+
+
+def resolve_planner(value: str | None, name: str = "planner") -> str:
+    """``"cpp"`` or ``"python"``; ``auto`` falls back to Python with a warning."""
+    choice = _choice(value, PLANNER_ENV, PLANNER_CHOICES, name)
+    if choice == "python":
+        return choice
+    if cpp_extension() is not None:
+        return "cpp"
+    if choice == "cpp":
+        raise ImportError(
+            f"{name}='cpp' but the C++ planner repro_fast._C did not import ({_extension_error}); "
+            "reinstall with `pip install -e .` (needs a C++17 compiler), or use 'python'"
+        )
+    warnings.warn(
+        f"repro_fast._C (the C++ planner) is not available ({_extension_error}); planning runs in "
+        "Python, which is slow for large batches. Reinstall with `pip install -e .` (needs a C++17 "
+        "compiler), or pass planner='python' to silence this.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return "python"
