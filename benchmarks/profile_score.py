@@ -138,7 +138,7 @@ def main(argv=None) -> int:
         print(f"warm-up score(): {time.perf_counter() - t0:.3f} s", flush=True)
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
-    sort_by = "self_cuda_time_total" if on_cuda else "self_cpu_time_total"
+    sort_by = "self_device_time_total" if on_cuda else "self_cpu_time_total"  # torch >= 2.4 name
     report = {}
     text = []
     jobs = [("score", lambda: preset.score(scorer))]
