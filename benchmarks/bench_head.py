@@ -7,8 +7,9 @@
 Providers (per-token log-prob of the target and softmax entropy at temperature 0.7, bf16 in on CUDA):
     torch_logits   logits = hidden @ weight.T materialized ([M, V]), fp32 log_softmax
     repro_triton   repro_fast.ops.fused_logprob_entropy (Triton; never builds [M, V] forward)
-    repro_triton_ps4  the same with REPRO_FAST_HEAD_PROGRAMS_PER_SM=4 (the forward's vocabulary
-                   slicing before the wave-count tuning; fwd only): an A/B row in the same run
+    repro_triton_ps<N>  the same with REPRO_FAST_HEAD_PROGRAMS_PER_SM=N (fwd only; any N): the
+                   forward's vocabulary slicing aims at N programs per SM (default 32; 4 = the
+                   slicing of the first H200 runs): A/B rows in the same run
     verl_lce       verl's fused `linear_cross_entropy` (log-prob + entropy, Triton, TMA on Hopper):
                    verl.utils.kernel.linear_cross_entropy.LinearCrossEntropy, loaded without running
                    verl's package __init__ (which needs ray, omegaconf, ...; see `_load_verl`)
@@ -185,7 +186,18 @@ def _repro_programs_per_sm(per_sm):
     return factory
 
 
-FWD_ONLY = {"repro_triton_ps4"}  # the slicing only changes the forward kernel
+def provider_factory(name):
+    """PROVIDERS[name], or repro_triton_ps<N> for any N (REPRO_FAST_HEAD_PROGRAMS_PER_SM=N)."""
+    if name in PROVIDERS:
+        return PROVIDERS[name]
+    if name.startswith("repro_triton_ps") and name.removeprefix("repro_triton_ps").isdigit():
+        return _repro_programs_per_sm(int(name.removeprefix("repro_triton_ps")))
+    raise KeyError(name)
+
+
+def _fwd_only(name):  # the slicing only changes the forward kernel
+    return name.startswith("repro_triton_ps")
+
 
 PROVIDERS = {
     "torch_logits": lambda: _both(torch_logits),
@@ -336,8 +348,10 @@ def main(argv=None):
     providers = [p for p in args.providers.split(",") if p]
     modes = [m for m in args.modes.split(",") if m]
     for p in providers:
-        if p not in PROVIDERS:
-            ap.error(f"unknown provider {p!r}; expected some of {list(PROVIDERS)}")
+        try:
+            provider_factory(p)
+        except KeyError:
+            ap.error(f"unknown provider {p!r}; expected some of {list(PROVIDERS)} or repro_triton_ps<N>")
     if args.dry_run:
         print(f"device {device}, dtype {dtype}, sizes {sizes}, providers {providers}, modes {modes}")
         for name, status in peer_status().items():
@@ -394,7 +408,7 @@ def main(argv=None):
         del hidden, weight, targets
         for name in providers:
             try:
-                fn = PROVIDERS[name]()
+                fn = provider_factory(name)()
             except ImportError:
                 row(M, H, V, name, "-", "not installed")
                 records.append(dict(M=M, H=H, V=V, provider=name, status="not installed"))
@@ -410,7 +424,7 @@ def main(argv=None):
                 row(M, H, V, name, "-", "needs CUDA (or TRITON_INTERPRET=1)")
                 continue
             for mode in modes:
-                if name in FWD_ONLY and mode != "fwd":
+                if _fwd_only(name) and mode != "fwd":
                     continue
                 try:
                     r = bench_one(name, fn, M, H, V, dtype, device, mode, ref)
