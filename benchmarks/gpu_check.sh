@@ -27,7 +27,11 @@
 # `timeout min(its cap, time left - 10 s)` and is skipped when under 20 s are left.
 # Environment: BUDGET, T_<STEP> caps (e.g. T_HEAD=120), STEPS=head,score_gpu (subset, in the order
 # above), SKIP_INSTALL=1, PYTHON (default python3), SCORE_PROVIDERS (gpu preset),
-# SCORE_PROVIDERS_EXTRA (gpu_real / gpu_long), HEAD_PROVIDERS, DRY_RUN=1.
+# SCORE_PROVIDERS_EXTRA (gpu_real / gpu_long), HEAD_PROVIDERS, HEAD_ARGS, DRY_RUN=1.
+# A short tuning rerun on a still-warm machine (wheels and project already installed there):
+#   STEPS=head,report BUDGET=150 HEAD_ARGS="--sizes 8192x4096x151936 --modes fwd" \
+#   HEAD_PROVIDERS=repro_triton,repro_triton_ps4,repro_triton_ps8,repro_triton_ps16,repro_triton_ps64 \
+#   bash benchmarks/gpu_check.sh $OUT
 set -u -o pipefail
 
 OUTDIR=${1:?usage: gpu_check.sh OUTDIR}
@@ -42,6 +46,7 @@ STEPS=${STEPS:-install,env,tests,head,score_gpu,profile,score_gpu_real,score_gpu
 SCORE_PROVIDERS=${SCORE_PROVIDERS:-fast,plain,fast_k5,naive}
 SCORE_PROVIDERS_EXTRA=${SCORE_PROVIDERS_EXTRA:-fast,plain,naive}
 HEAD_PROVIDERS=${HEAD_PROVIDERS:-torch_logits,repro_triton,repro_triton_ps4,verl_lce,liger_flce}
+HEAD_ARGS=${HEAD_ARGS:-}  # e.g. "--sizes 8192x4096x151936 --modes fwd" for a tuning rerun
 # Caps in seconds (what each took or is expected to take on an H200, with margin).
 T_INSTALL=${T_INSTALL:-120}
 T_ENV=${T_ENV:-30}
@@ -174,7 +179,7 @@ step env "$T_ENV" "$OUTDIR/env.log" bash -c env_card
 step tests "$T_TESTS" "$OUTDIR/pytest_cuda.log" \
   $PY -m pytest -m cuda tests/ -q -p no:cacheprovider --durations=15 --continue-on-collection-errors
 step head "$T_HEAD" "$OUTDIR/bench_head.log" \
-  $PY benchmarks/bench_head.py "$OUTDIR/head.md" --json "$OUTDIR/head.json" --providers "$HEAD_PROVIDERS"
+  $PY benchmarks/bench_head.py "$OUTDIR/head.md" --json "$OUTDIR/head.json" --providers "$HEAD_PROVIDERS" $HEAD_ARGS
 step score_gpu "$T_SCORE_GPU" "$OUTDIR/bench_table_gpu.log" \
   $PY benchmarks/bench_table.py --preset gpu --providers "$SCORE_PROVIDERS" \
   --out "$OUTDIR/RESULTS.md" --json "$OUTDIR/score_gpu.json"
