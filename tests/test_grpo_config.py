@@ -80,7 +80,7 @@ def test_cli_bad_config_value(capsys, tmp_path):
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"group_size": 1}))
     err = _cli_error(["train", str(cfg), "--out", str(tmp_path)], capsys)
-    assert "group_size: expected an int >= 2, got 1" in err
+    assert "--group-size: expected an int >= 2, got 1" in err  # the key, named as its flag
     err = _cli_error(["train", "--scorer", "slow", "--out", str(tmp_path)], capsys)
     assert "scorer: expected one of ('fast', 'naive', 'none'), got 'slow'" in err
     err = _cli_error(["train", "--set", "eps_high=-1", "--out", str(tmp_path)], capsys)

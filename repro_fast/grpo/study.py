@@ -1,0 +1,145 @@
+"""`repro-fast study`: plain GRPO and GRPO + RePro over several seeds with the same budgets.
+
+Per seed: an SFT warm start (toy task; the GSM8K tasks start from SmolLM2), then both runs from
+it with that seed. Held-out accuracy, mean response length and re-check segments per response
+(toy) before and after training, as the mean and 95% t-interval over seeds, plus the per-seed
+paired difference RePro - GRPO. Writes ``OUT/study.json``, ``OUT/study.md`` and ``OUT/study.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import statistics
+import time
+
+ARMS = (("plain GRPO", "grpo", 0.0), ("GRPO + RePro", "repro", 0.1))
+METRICS = (("accuracy", "held-out accuracy", 3), ("response_length", "response length (tokens)", 1),
+           ("rechecks_per_rollout", "re-checks per response", 2))
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)  # Student t, df 1..10
+
+
+def interval(xs: list[float]) -> tuple[float, float]:
+    """Mean and half-width of its 95% t-interval (nan for one value)."""
+    if len(xs) < 2:
+        return statistics.fmean(xs), math.nan
+    df, z = len(xs) - 1, 1.959964
+    # beyond the table, the Cornish-Fisher expansion of the t quantile (error < 2e-3)
+    t = T975[df - 1] if df <= len(T975) else z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+    return statistics.fmean(xs), t * statistics.stdev(xs) / math.sqrt(len(xs))
+
+
+def machine() -> str:
+    import torch
+
+    try:
+        with open("/proc/cpuinfo") as fp:
+            cpu = next(line.split(":", 1)[1].strip() for line in fp if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or platform.machine()
+    return (f"{cpu}, {len(os.sched_getaffinity(0))} of {os.cpu_count()} cores usable; "
+            f"torch {torch.__version__}, Python {platform.python_version()}")
+
+
+def run_study(out: str = "runs/study", seeds: int = 5, task: str = "toy", steps: int = 60, sft_steps: int = 300,
+              eval_problems: int = 256, alpha: float = 0.1, progress: bool = True, threads: int | None = None,
+              **grpo) -> dict:
+    """``seeds`` seeds of each arm; ``grpo``: further `GRPOConfig` fields shared by both arms."""
+    from repro_fast.grpo.config import ConfigError, load_config
+    from repro_fast.grpo.loop import train
+    from repro_fast.grpo.sft import SFTConfig, make_out_dir, run_sft
+
+    for name, value in (("seeds", seeds), ("eval_problems", eval_problems)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name}: expected an int >= 1, got {value!r}")
+    arms = [(label, name, alpha if a else 0.0) for label, name, a in ARMS]
+    sft_dirs = [os.path.join(out, f"seed{s}", "sft") if task == "toy" else None for s in range(seeds)]
+    configs = [[load_config(task=task, init=sft_dir, out=os.path.join(out, f"seed{s}", name), steps=steps, seed=s,
+                            alpha=a, sft_steps=sft_steps, eval_problems=eval_problems, progress=progress,
+                            threads=threads, plots=False, overwrite=True, **grpo) for _, name, a in arms]
+               for s, sft_dir in enumerate(sft_dirs)]
+    sfts = [sft_dir and SFTConfig(task="toy", out=sft_dir, steps=sft_steps, seed=s, progress=progress,
+                                  threads=threads) for s, sft_dir in enumerate(sft_dirs)]
+    make_out_dir(out)
+    start = time.perf_counter()
+    runs = {label: [] for label, _, _ in arms}
+    for s in range(seeds):
+        if sfts[s] is not None:
+            print(f"== seed {s}: SFT ({sft_steps} steps)")
+            run_sft(sfts[s])
+        for (label, _, a), config in zip(arms, configs[s]):
+            print(f"== seed {s}: {label} (alpha = {a:g}), {steps} steps")
+            ev = train(config)["eval"]
+            runs[label].append({"seed": s, "before": ev["0"], "after": ev[str(steps)]})
+    result = {"task": task, "seeds": seeds, "steps": steps, "sft_steps": sft_steps if task == "toy" else None,
+              "eval_problems": eval_problems, "alpha": alpha, "machine": machine(),
+              "elapsed_s": time.perf_counter() - start, "runs": runs}
+    result["table"] = table(result)
+    with open(os.path.join(out, "study.json"), "w") as fp:
+        json.dump(result, fp, indent=2)
+    with open(os.path.join(out, "study.md"), "w") as fp:
+        fp.write(result["table"])
+    result["plot"] = plot(result, os.path.join(out, "study.png"))
+    print(result["table"])
+    print(f"study took {result['elapsed_s']:.0f} s; {out}/study.json, study.md, study.png")
+    return result
+
+
+def _values(result: dict, label: str, key: str, when: str = "after") -> list[float]:
+    return [r[when][key] for r in result["runs"][label] if key in r[when]]
+
+
+def table(result: dict) -> str:
+    """Markdown: mean ± 95% half-width over seeds, per arm, before and after, and RePro - GRPO."""
+    (base, _, _), (rep, _, _) = ARMS
+
+    def cell(xs, digits):
+        m, h = interval(xs)
+        return f"{m:.{digits}f} ± {h:.{digits}f}" if xs else "-"
+
+    lines = [f"{result['seeds']} seeds, task {result['task']}, {result['steps']} GRPO steps per run, "
+             f"{result['eval_problems']} held-out problems (one sample each at tau = 1); {result['machine']}; "
+             f"{result['elapsed_s'] / 60:.1f} min.", "",
+             f"| metric (mean ± 95% interval) | before (SFT) | {base} | {rep} | {rep} - {base}, paired |",
+             "|---|---|---|---|---|"]
+    for key, name, digits in METRICS:
+        before, b, r = _values(result, base, key, "before"), _values(result, base, key), _values(result, rep, key)
+        if b:
+            lines.append(f"| {name} | {cell(before, digits)} | {cell(b, digits)} | {cell(r, digits)} | "
+                         f"{cell([x - y for x, y in zip(r, b)], digits)} |")
+    lines += ["", "| seed | " + " | ".join(f"{name}: {base} / {rep}" for _, name, _ in METRICS) + " |",
+              "|---|" + "---|" * len(METRICS)]
+    for i, (rb, rr) in enumerate(zip(result["runs"][base], result["runs"][rep])):
+        lines.append(f"| {rb['seed']} | " + " | ".join(
+            f"{rb['after'].get(k, math.nan):.{d}f} / {rr['after'].get(k, math.nan):.{d}f}" for k, _, d in METRICS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path: str) -> str | None:
+    """One panel per metric: each seed's before -> after per arm, means with 95% intervals."""
+    from repro_fast.grpo.plots import _pyplot
+
+    plt = _pyplot()
+    if plt is None:
+        return None
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 3.6))
+    base = ARMS[0][0]
+    for ax, (key, name, _) in zip(axes, METRICS):
+        cols = [("before (SFT)", _values(result, base, key, "before"))]
+        cols += [(label, _values(result, label, key)) for label, _, _ in ARMS]
+        for x, (label, xs) in enumerate(cols):
+            ax.scatter([x] * len(xs), xs, s=14, alpha=0.5)
+            if xs:
+                m, h = interval(xs)
+                ax.errorbar([x + 0.15], [m], yerr=None if math.isnan(h) else [h], fmt="o", color="black", capsize=4)
+        ax.set_xticks(range(len(cols)), [c[0] for c in cols], fontsize=8)
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{result['task']}: {result['seeds']} seeds x {result['steps']} steps (dots: seeds; "
+                 "black: mean, 95% interval)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
