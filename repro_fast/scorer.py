@@ -330,8 +330,8 @@ class RePROScorer:
         lengths = [len(items[b].response) for b in order]
         rows = torch.from_numpy(np.repeat(np.asarray(order, dtype=np.int64), lengths)).to(device)
         cols = torch.from_numpy(np.concatenate([np.arange(n) for n in lengths]) if lengths else np.zeros(0, np.int64)).to(device)
-        token_logprobs = torch.zeros(len(items), width, dtype=torch.float32, device=device).index_put_((rows, cols), lp)
-        token_entropies = torch.zeros(len(items), width, dtype=torch.float32, device=device).index_put_((rows, cols), ent)
+        token_logprobs = torch.zeros(len(items), width, dtype=torch.float32, device=device).index_put_((rows, cols), lp.float())
+        token_entropies = torch.zeros(len(items), width, dtype=torch.float32, device=device).index_put_((rows, cols), ent.float())
         response_mask = torch.arange(width)[None] < torch.tensor([len(it.response) for it in items])[:, None]
         reward_mask = torch.zeros(len(items), width, dtype=torch.bool)
         for b, p in enumerate(per_b_points):

@@ -14,9 +14,9 @@ computed the obvious way so that a reader can check it line by line against the 
 - Scores, rewards, placement, normalization, reward-to-go (§5-6) by explicit Python loops over
   Python floats (float64), Kendall tau-a by the double sum.
 
-The authors'-code switches (SPEC §8, as interpreted by the lead) are implemented too:
-``answer_add_special_tokens``, ``boundary_mode="token_id"``, ``think_end_mode="token_id"``,
-``stability_form="authors_code"`` (``S_stab = 1/2 - tau``).
+The authors'-code switches (SPEC §8) are implemented too: ``answer_add_special_tokens``,
+``boundary_mode="token_id"``, ``think_end_mode="token_id"`` (first id of the marker),
+``stability_form="authors_code"`` (their ``mono = tau_j + 1/2``).
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ from typing import Any, Sequence
 import torch
 
 # ------------------------------------------------------------------------------------------
-# Configuration (a plain mirror of the SPEC defaults; the tests pass the package's config in,
-# and `ref_config` copies the fields by name so that this file does not depend on the package).
+# Configuration: the SPEC §7 defaults written out here; from a package config only the fields a
+# test overrode (value != that field's declared default) are taken, so a package default that
+# drifted from the SPEC makes the package and this reference disagree.
 # ------------------------------------------------------------------------------------------
 
 
@@ -53,12 +54,14 @@ class RefConfig:
 
 def ref_config(cfg: Any = None) -> RefConfig:
     """A RefConfig with the same field values as ``cfg`` (any object with those attributes)."""
-    if cfg is None:
-        return RefConfig()
     out = RefConfig()
-    for name in RefConfig.__dataclass_fields__:
-        if hasattr(cfg, name):
-            setattr(out, name, getattr(cfg, name))
+    if cfg is None:
+        return out
+    import dataclasses
+
+    for f in dataclasses.fields(cfg):
+        if f.name in RefConfig.__dataclass_fields__ and getattr(cfg, f.name) != f.default:
+            setattr(out, f.name, getattr(cfg, f.name))
     out.boundary_suffixes = tuple(out.boundary_suffixes)
     return out
 
@@ -100,13 +103,12 @@ def think_bounds_text(tokenizer, y: Sequence[int], marker: str | None) -> tuple[
 
 
 def think_bounds_token_id(tokenizer, y: Sequence[int], marker: str | None) -> tuple[int, int]:
-    """Authors' code: the single token id of the marker; E = its first index, F = E + 1."""
+    """Authors' code: the first token id of the encoded marker (a fragment when the marker is
+    several tokens); E = its first index, F = min(E + 1, n)."""
     n = len(y)
     if marker is None:
         return n, n
     ids = tokenizer.encode(marker, add_special_tokens=False)
-    if len(ids) != 1:
-        raise ValueError(f"think_end {marker!r} is {len(ids)} tokens, token_id mode needs 1")
     for i, t in enumerate(y):
         if t == ids[0]:
             return i, i + 1
@@ -213,7 +215,7 @@ def scores_from_nll(
                 num += (diff > 0) - (diff < 0)
         tau = num / (j * (j + 1) / 2)
         if stability_form == "authors_code":
-            stab = 0.5 - tau
+            stab = tau + 0.5  # their -tau_A + 1/2 with tau_A = -tau
         else:
             stab = (1.0 + tau) / 2.0
         s_magn.append(magn)

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 
-pytest.importorskip("repro_fast")
 from repro_fast import RePROConfig, RePROScorer  # noqa: E402
 
 BAD = (ValueError, TypeError)
@@ -208,8 +207,11 @@ def test_config_edges_are_valid():
     RePROConfig(stability_weight=1.0, ema_decay=1.0, think_end=None, temperature=1e-3)
 
 
-def test_token_id_think_end_must_be_one_token(tiny_llama, gpt2_tokenizer):
-    # authors' code mode: "</think>" is three GPT-2 tokens -> a clear error naming think_end
-    cfg = RePROConfig.authors_code()
-    with pytest.raises(BAD, match="think_end"):
-        RePROScorer(tiny_llama, gpt2_tokenizer, cfg, backend="naive").score([Q], [Y], ["1"])
+def test_token_id_think_end_of_several_tokens_uses_its_first_id(tiny_llama, gpt2_tokenizer):
+    # authors' code (SPEC §8): "</think>" is three GPT-2 tokens; thinking ends before the first
+    # "</" fragment, F = E + 1, as their code does
+    tok = gpt2_tokenizer
+    y = tok.encode("a.\n\nb</c.\n\nd</think>e")
+    res = RePROScorer(tiny_llama, tok, RePROConfig.authors_code(), backend="naive").score([Q], [y], ["1"])
+    E = y.index(tok.encode("</think>")[0])
+    assert res.think_end == [E + 1] and res.points[0][-1] == E + 1

@@ -39,7 +39,13 @@ def kernel_calls(monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(prefix_limited_attention, "_prefix_attention_triton", spy)
-    monkeypatch.setattr(fast_module, "_resolve_backend", lambda backend, device: "triton")
+    real_init = fast_module.FastBackend.__init__
+
+    def init(self, *args, **kwargs):  # kernels stay "torch" for the head: only attention is forced
+        real_init(self, *args, **kwargs)
+        self.prefix_kernel = True
+
+    monkeypatch.setattr(fast_module.FastBackend, "__init__", init)
     return calls
 
 
@@ -72,7 +78,7 @@ def test_attention_restored_after_error(gpt2_tokenizer, tiny_models, kernel_call
     def boom(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(scorer.backend, "_run", boom)
+    monkeypatch.setattr(prefix_limited_attention, "_prefix_attention_triton", boom)  # fails inside phase 2
     with pytest.raises(RuntimeError, match="boom"):
         scorer.score([[1, 2]], [[3, 4, 5]], ["1"])
     assert model.config._attn_implementation == before

@@ -19,7 +19,6 @@ import reference as R
 TINY_ARCHS = ("llama", "qwen2", "qwen3", "gpt2")  # the tiny_models fixture keys
 from data import gsm8k_examples
 
-pytest.importorskip("repro_fast")
 from repro_fast import RePROConfig, RePROScorer  # noqa: E402
 
 NL, NLNL, DOT, QM, SPACE = 198, 628, 13, 30, 220

@@ -14,7 +14,6 @@ import torch
 import reference as R
 TINY_ARCHS = ("llama", "qwen2", "qwen3", "gpt2")  # the tiny_models fixture keys
 
-pytest.importorskip("repro_fast")
 from repro_fast import RePROConfig, RePROScorer  # noqa: E402
 
 # GPT-2 ids for hand-built sequences (checked in test_spec_reference.py)

@@ -119,9 +119,11 @@ def test_token_id_modes_follow_authors_code(gpt2_tokenizer):
     assert plan.candidates.tolist() == [i for i in range(1, E) if ids[i - 1] in firsts]
 
 
-def test_token_id_think_end_must_be_one_token(gpt2_tokenizer):
-    with pytest.raises(ValueError, match="think_end"):
-        Planner(gpt2_tokenizer, RePROConfig(think_end_mode="token_id"))
+def test_token_id_think_end_takes_the_first_id_of_the_marker(gpt2_tokenizer):
+    first = gpt2_tokenizer.encode("</think>", add_special_tokens=False)[0]
+    ids = [64, 65, first, 66, first]
+    plan = Planner(gpt2_tokenizer, RePROConfig(think_end_mode="token_id")).plan(ids)
+    assert (plan.think_begin, plan.think_end) == (2, 3)
 
 
 def test_smollm2_tokenizer_takes_byte_path(smollm2):

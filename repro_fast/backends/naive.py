@@ -49,7 +49,7 @@ class NaiveBackend:
         jobs = list(zip(owner.tolist(), points.cpu().tolist()))
         # The last answer token is never an input: nothing is predicted from it.
         seqs = [np.concatenate([items[b].prompt, items[b].response[:p], items[b].answer[:-1]]) for b, p in jobs]
-        out = torch.empty(len(jobs), dtype=torch.float32, device=device)
+        out = torch.empty(len(jobs), dtype=torch.float64, device=device)
         for mb in micro_batches([len(s) for s in seqs], self.token_budget):
             hidden, _ = self.adapter.hidden(*right_padded([seqs[i] for i in mb], device))
             rows, targets, sizes = [], [], []
@@ -63,5 +63,5 @@ class NaiveBackend:
                 torch.cat(rows), torch.from_numpy(np.concatenate(targets)).to(device), with_entropy=False
             )
             sums = torch.stack([part.sum() for part in lp.split(sizes)])
-            out[torch.tensor(mb, device=device)] = sums / torch.tensor(sizes, dtype=torch.float32, device=device)
+            out[torch.tensor(mb, device=device)] = sums.double() / torch.tensor(sizes, dtype=torch.float64, device=device)
         return out

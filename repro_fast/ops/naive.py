@@ -53,10 +53,11 @@ def segment_select_naive(
 
     Per row b: among indices i with candidates[b, i], take the k with the largest
     entropies[b, i] (ties: smaller i first; fewer than k: all of them), return them sorted
-    ascending in a `[B, k]` int64 tensor padded with -1, plus the per-row count (int64 `[B]`).
+    ascending in a `[B, min(k, n)]` int64 tensor padded with -1, plus the per-row count (int64
+    `[B]`).
     """
-    B = entropies.shape[0]
-    out = torch.full((B, k), -1, dtype=torch.int64)
+    B, n = entropies.shape
+    out = torch.full((B, min(k, n)), -1, dtype=torch.int64)
     counts = torch.zeros(B, dtype=torch.int64)
     ent = entropies.detach().cpu().double()
     cand = candidates.detach().cpu().bool()

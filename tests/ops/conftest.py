@@ -35,12 +35,12 @@ def nan_filled_empty(monkeypatch):
 
 @pytest.fixture
 def backend_env(monkeypatch):
-    """Set REPRO_FAST_BACKEND for one test (read at call time by the ops)."""
+    """Set REPRO_FAST_KERNELS for one test (the ops read it when backend=None)."""
 
     def set_backend(value):
         if value is None:
-            monkeypatch.delenv("REPRO_FAST_BACKEND", raising=False)
+            monkeypatch.delenv("REPRO_FAST_KERNELS", raising=False)
         else:
-            monkeypatch.setenv("REPRO_FAST_BACKEND", value)
+            monkeypatch.setenv("REPRO_FAST_KERNELS", value)
 
     return set_backend

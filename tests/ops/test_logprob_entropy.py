@@ -221,20 +221,21 @@ def test_empty_batch(backend):
 def test_env_backend_is_read_at_call_time(backend_env, monkeypatch):
     hidden, weight, targets, _ = make_inputs(3, 8, 20, torch.float32)
     calls = []
-    real = le_module._resolve_backend
-    monkeypatch.setattr(le_module, "_resolve_backend", lambda b, d: calls.append(real(b, d)) or "torch")
+    real = le_module.resolve_kernels
+    monkeypatch.setattr(le_module, "resolve_kernels", lambda b, d, name: calls.append(real(b, d, name)) or "torch")
     for value, expected in ((None, "torch"), ("auto", "torch"), ("torch", "torch"), ("TRITON", "triton")):
         backend_env(value)
         fused_logprob_entropy(hidden, weight, targets)
         assert calls[-1] == expected
     assert real("torch", torch.device("cpu")) == "torch"  # argument wins over the env
+    backend_env(None)
     assert real(None, torch.device("cuda")) == "triton"
 
 
 def test_bad_backend_env_names_the_variable(backend_env):
     hidden, weight, targets, _ = make_inputs(3, 8, 20, torch.float32)
     backend_env("cuda")
-    with pytest.raises(ValueError, match="REPRO_FAST_BACKEND"):
+    with pytest.raises(ValueError, match="REPRO_FAST_KERNELS"):
         fused_logprob_entropy(hidden, weight, targets)
     with pytest.raises(ValueError, match="backend"):
         fused_logprob_entropy(hidden, weight, targets, backend="fast")
