@@ -6,9 +6,8 @@ token statistics. Scores are computed in float64 from whatever precision ``J`` c
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
-
 import numbers
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 import torch

@@ -3,8 +3,9 @@
 Both are checked against the literal text rule of SPEC §1 and §3 (`oracle_plan` from
 test_segments.py, which decodes every prefix) on real tokenizers (GPT-2 BPE, SmolLM2), on
 random token streams (hypothesis), and on a synthetic byte-level vocabulary with zero-length
-tokens and split multi-byte characters. Plus SPEC §4's selection, input validation, the
-``REPRO_FAST_PLANNER`` switch and the fallback when the extension is missing.
+tokens and split multi-byte characters. Plus input validation, the planner choice
+(`repro_fast.dispatch.resolve_planner`, default from ``REPRO_FAST_PLANNER``) and the fallback
+when the extension is missing.
 
 A missing extension is a failure, not a skip: the README's install builds it, and a test run
 that silently lost the C++ comparison would prove nothing.
@@ -12,7 +13,6 @@ that silently lost the C++ comparison would prove nothing.
 
 from __future__ import annotations
 
-import os
 import sys
 import warnings
 
@@ -21,46 +21,37 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from repro_fast import RePROConfig
-from repro_fast import _planner_cpp
-from repro_fast import rewards as R
+from repro_fast import RePROConfig, dispatch
 from repro_fast.segments import Planner, _byte_level_alphabet, decode
 from test_segments import TEXTS, _pool, oracle_plan
 
-ENV = _planner_cpp.ENV_VAR
+ENV = dispatch.PLANNER_ENV
 HYPO = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @pytest.fixture
 def cpp():
-    ext = _planner_cpp.extension()
+    ext = dispatch.cpp_extension()
     if ext is None:
-        pytest.fail(f"repro_fast._C is not built ({_planner_cpp._import_error}); reinstall with pip install -e .")
+        pytest.fail(f"repro_fast._C is not built ({dispatch._extension_error}); reinstall with pip install -e .")
     return ext
 
 
 @pytest.fixture
 def fresh_switch(monkeypatch):
-    """Forget the extension's import result and the warning, before and after the test."""
-    _planner_cpp._reset()
+    """Forget the extension's import result, before and after the test."""
+    monkeypatch.setattr(dispatch, "_extension", dispatch._UNSET)
     monkeypatch.delenv(ENV, raising=False)
     yield
-    _planner_cpp._reset()
+    dispatch._extension = dispatch._UNSET
 
 
 def both(planner: Planner, batch):
     """Plans of `batch` from the C++ and from the Python path."""
-    old = os.environ.get(ENV)
-    try:
-        os.environ[ENV] = "cpp"
-        cpp_plans = planner.plan_batch(batch)
-        os.environ[ENV] = "python"
-        py_plans = planner.plan_batch(batch)
-    finally:
-        if old is None:
-            os.environ.pop(ENV, None)
-        else:
-            os.environ[ENV] = old
+    planner.use_cpp = True
+    cpp_plans = planner.plan_batch(batch)
+    planner.use_cpp = False
+    py_plans = planner.plan_batch(batch)
     return cpp_plans, py_plans
 
 
@@ -281,49 +272,6 @@ def test_synthetic_zero_length_tokens(cpp, byte_tokenizer):
 
 
 # ------------------------------------------------------------------------------------------
-# SPEC §4: select_points
-# ------------------------------------------------------------------------------------------
-
-@HYPO
-@given(data=st.data())
-def test_select_points_matches_python(cpp, data):
-    batch = data.draw(st.integers(0, 5))
-    k = data.draw(st.integers(1, 8))
-    ents, cands, fs = [], [], []
-    for _ in range(batch):
-        n = data.draw(st.integers(0, 30))
-        # Few distinct values: many exact ties, which go to the smaller index.
-        ents.append(np.array(data.draw(st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.5, 1e-7, 3.0]),
-                                                min_size=n, max_size=n)), dtype=np.float32))
-        cands.append(sorted(data.draw(st.sets(st.integers(1, max(n - 1, 1)), max_size=n))) if n > 1 else [])
-        fs.append(data.draw(st.integers(0, n)))
-    got = _planner_cpp.select_points_batch(ents, cands, k, fs)
-    want = [R.select_points(e, np.array(c, dtype=np.int64), k, f) for e, c, f in zip(ents, cands, fs)]
-    assert got == want
-
-
-def test_select_points_ties_fewer_than_k_and_nan(cpp):
-    H = np.array([0, 1.0, 2.0, 2.0, 1.0, 2.0, np.nan, 0.5], dtype=np.float32)
-    cands = [1, 2, 3, 4, 5, 6, 7]
-    for k in range(0, 9):
-        want = R.select_points(H, np.array(cands), k, 8) if k else sorted({0, 8})
-        assert _planner_cpp.select_points_batch([H], [cands], k, [8]) == [want]
-    assert _planner_cpp.select_points_batch([H], [cands], 2, [8]) == [[0, 2, 3, 8]]  # ties: smaller index
-    assert _planner_cpp.select_points_batch([H[:3]], [[1, 2]], 5, [3]) == [[0, 1, 2, 3]]  # fewer than k
-    assert _planner_cpp.select_points_batch([np.zeros(0, np.float32)], [[]], 5, [0]) == [[0]]  # empty
-
-
-def test_select_points_validates(cpp):
-    H = np.ones(4, dtype=np.float32)
-    with pytest.raises(ValueError, match="candidate 4"):
-        _planner_cpp.select_points_batch([H], [[1, 4]], 1, [4])
-    with pytest.raises(ValueError, match="think_end 5"):
-        _planner_cpp.select_points_batch([H], [[1]], 1, [5])
-    with pytest.raises(ValueError, match="k must be"):
-        _planner_cpp.select_points_batch([H], [[1]], -1, [4])
-
-
-# ------------------------------------------------------------------------------------------
 # The extension's own input checks
 # ------------------------------------------------------------------------------------------
 
@@ -347,11 +295,8 @@ def test_cpp_rejects_bad_input(cpp, gpt2_tokenizer):
     with pytest.raises(TypeError):
         core.plan_batch(ids.astype(np.float64), np.array([0, 4]))  # no silent float -> int cast
     with pytest.raises(ValueError, match="token id 50257"):  # the Planner wrapper checks too
-        os.environ[ENV] = "cpp"
-        try:
-            planner.plan_batch([[1, 50257]])
-        finally:
-            os.environ.pop(ENV)
+        planner.use_cpp = True
+        planner.plan_batch([[1, 50257]])
     # A strided view is converted (one copy), with the same plans.
     wide = np.array(gpt2_tokenizer.encode("a.\n\nb</think>c", add_special_tokens=False) * 2)[::2]
     E, F, c, ccu = core.plan_batch(wide, np.array([0, len(wide)]))
@@ -377,104 +322,59 @@ def test_cpp_table_validation(cpp):
 
 
 # ------------------------------------------------------------------------------------------
-# The switch and the fallback
+# The planner choice and the fallback
 # ------------------------------------------------------------------------------------------
 
-def test_cpp_path_is_used_when_available(cpp, gpt2_tokenizer, fresh_switch, monkeypatch):
-    planner = Planner(gpt2_tokenizer, RePROConfig())
+def test_cpp_path_is_used_when_chosen(cpp, gpt2_tokenizer, monkeypatch):
+    planner = Planner(gpt2_tokenizer, RePROConfig(), use_cpp=True)
     monkeypatch.setattr(planner, "_plan_python", lambda ids: pytest.fail("the Python planner ran"))
     ids = gpt2_tokenizer.encode("a.\n\nb", add_special_tokens=False)
     want = oracle_plan(gpt2_tokenizer, ids, RePROConfig())
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        (plan,) = planner.plan_batch([ids])
-    assert planner._cpp is not None
-    assert (plan.think_begin, plan.think_end, plan.candidates.tolist()) == want
-    plan = planner.plan(ids)  # one response goes through plan_batch too
-    assert (plan.think_begin, plan.think_end, plan.candidates.tolist()) == want
-
-
-def test_env_switch_python(cpp, gpt2_tokenizer, fresh_switch, monkeypatch):
-    monkeypatch.setenv(ENV, "python")
-    planner = Planner(gpt2_tokenizer, RePROConfig())
-    ids = gpt2_tokenizer.encode("a.\n\nb", add_special_tokens=False)
     (plan,) = planner.plan_batch([ids])
-    assert planner._cpp is None and plan.candidates.tolist() == oracle_plan(gpt2_tokenizer, ids, RePROConfig())[2]
-    monkeypatch.setenv(ENV, " CPP ")  # case and spaces do not matter
-    planner.plan_batch([[1]])
     assert planner._cpp is not None
+    assert (plan.think_begin, plan.think_end, plan.candidates.tolist()) == want
 
 
-def test_env_switch_invalid_value(gpt2_tokenizer, fresh_switch, monkeypatch):
+def test_resolve_planner(cpp, fresh_switch, monkeypatch):
+    assert dispatch.resolve_planner("auto") == "cpp"
+    assert dispatch.resolve_planner("python") == "python"
+    monkeypatch.setenv(ENV, " CPP ")  # the environment sets the default; case and spaces do not matter
+    assert dispatch.resolve_planner(None) == "cpp"
+    monkeypatch.setenv(ENV, "python")
+    assert dispatch.resolve_planner(None) == "python"
+    assert dispatch.resolve_planner("cpp") == "cpp"  # an explicit argument wins
     monkeypatch.setenv(ENV, "rust")
     with pytest.raises(ValueError, match=ENV):
-        Planner(gpt2_tokenizer, RePROConfig()).plan_batch([[1, 2]])
+        dispatch.resolve_planner(None)
+    with pytest.raises(ValueError, match="planner"):
+        dispatch.resolve_planner("rust")
 
 
-def test_fallback_warns_once_when_extension_missing(gpt2_tokenizer, fresh_switch, monkeypatch):
+def test_fallback_warns_when_extension_missing(gpt2_tokenizer, tiny_llama, fresh_switch, monkeypatch):
+    from repro_fast import RePROScorer
+
     monkeypatch.setitem(sys.modules, "repro_fast._C", None)  # makes `import repro_fast._C` fail
-    planner = Planner(gpt2_tokenizer, RePROConfig())
-    ids = gpt2_tokenizer.encode("Step.\n\nNext</think>x", add_special_tokens=False)
     with pytest.warns(RuntimeWarning, match="C\\+\\+ planner.*not available"):
-        (plan,) = planner.plan_batch([ids])
-    assert (plan.think_begin, plan.think_end, plan.candidates.tolist()) == oracle_plan(
-        gpt2_tokenizer, ids, RePROConfig())
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # a second warning would raise
-        Planner(gpt2_tokenizer, RePROConfig()).plan_batch([ids])
-    assert planner._cpp is None
-
-
-def test_env_cpp_without_extension_is_an_error(gpt2_tokenizer, fresh_switch, monkeypatch):
-    monkeypatch.setitem(sys.modules, "repro_fast._C", None)
-    monkeypatch.setenv(ENV, "cpp")
-    with pytest.raises(ImportError, match=f"{ENV}=cpp"):
-        Planner(gpt2_tokenizer, RePROConfig()).plan_batch([[1]])
-    monkeypatch.setenv(ENV, "python")
+        scorer = RePROScorer(tiny_llama, gpt2_tokenizer, RePROConfig())
+    assert scorer.use_cpp_planner is False
+    with pytest.raises(ImportError, match="planner='cpp'"):
+        RePROScorer(tiny_llama, gpt2_tokenizer, RePROConfig(), planner="cpp")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # an explicit choice of Python does not warn
-        Planner(gpt2_tokenizer, RePROConfig()).plan_batch([[1]])
+        RePROScorer(tiny_llama, gpt2_tokenizer, RePROConfig(), planner="python")
 
 
-def test_scorer_same_points_on_both_paths(cpp, tiny_llama, gpt2_tokenizer, monkeypatch):
+def test_scorer_same_points_on_both_paths(cpp, tiny_llama, gpt2_tokenizer):
     from repro_fast import RePROScorer
 
-    scorer = RePROScorer(tiny_llama, gpt2_tokenizer, RePROConfig(num_segments=2))
-    prompts = [gpt2_tokenizer.encode("Q: 2+2?", add_special_tokens=False)] * 2
-    responses = [gpt2_tokenizer.encode(t, add_special_tokens=False)
-                 for t in ("Two.\n\nPlus two.\n\nFour?\nYes.</think>4", "")]
-    results = {}
-    for choice in ("cpp", "python"):
-        monkeypatch.setenv(ENV, choice)
-        results[choice] = scorer.score(prompts, responses, ["4", "4"]).points
-    assert results["cpp"] == results["python"]
-    assert decode(gpt2_tokenizer, responses[0])  # sanity: a real response
-
-
-def test_cpu_scorer_selects_in_cpp_and_python_path_agrees(cpp, tiny_llama, gpt2_tokenizer, monkeypatch):
-    """On CPU the naive scorer's top-k goes through the C++ select_points (one call per group);
-    with REPRO_FAST_PLANNER=python it goes through the torch op, and the fast scorer keeps its
-    points on the device. All three give the same points, and the C++ call is made."""
-    from repro_fast import RePROScorer
-
-    calls = []
-    real = _planner_cpp.select_points_batch
-
-    def spy(*args, **kwargs):
-        calls.append(len(args[0]))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(_planner_cpp, "select_points_batch", spy)
-    config = RePROConfig(num_segments=3)
-    naive = RePROScorer(tiny_llama, gpt2_tokenizer, config, backend="naive")
     prompts = [gpt2_tokenizer.encode("Q: 2+2?", add_special_tokens=False)] * 3
-    responses = [gpt2_tokenizer.encode(t, add_special_tokens=False) for t in
-                 ("a.\n\nb.\n\nc.\n\nd.\n\ne.\n\nf</think>4", "", "x?\ny?\nz.\n\nw")]
-    monkeypatch.setenv(ENV, "cpp")
-    with_cpp = naive.score(prompts, responses, ["4", "4", "4"]).points
-    assert calls == [3]  # one call for the whole group
-    monkeypatch.setenv(ENV, "python")
-    assert naive.score(prompts, responses, ["4", "4", "4"]).points == with_cpp
-    fast = RePROScorer(tiny_llama, gpt2_tokenizer, config, backend="fast")
-    assert fast.score(prompts, responses, ["4", "4", "4"]).points == with_cpp
-    assert calls == [3]
+    responses = [gpt2_tokenizer.encode(t, add_special_tokens=False)
+                 for t in ("Two.\n\nPlus two.\n\nFour?\nYes.</think>4", "", "x?\ny?\nz.\n\nw")]
+    results = {}
+    for backend in ("naive", "fast"):
+        for choice in ("cpp", "python"):
+            scorer = RePROScorer(tiny_llama, gpt2_tokenizer, RePROConfig(num_segments=2), backend, planner=choice)
+            assert scorer.use_cpp_planner is (choice == "cpp")
+            results[backend, choice] = scorer.score(prompts, responses, ["4"] * 3).points
+    assert len({str(v) for v in results.values()}) == 1
+    assert decode(gpt2_tokenizer, responses[0])  # sanity: a real response

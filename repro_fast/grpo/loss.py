@@ -16,20 +16,11 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 
+import numpy as np
 import torch
 
-from repro_fast.ops import fused_logprob_entropy
-
-
-def _right_padded(prompts, responses, pad_id: int, device):
-    seqs = [list(p) + list(r) for p, r in zip(prompts, responses)]
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[i, : len(s)] = 1
-    return ids.to(device), mask.to(device)
+from repro_fast.backends.common import ModelAdapter, padded
+from repro_fast.dispatch import resolve_kernels
 
 
 def sequence_logprobs(
@@ -42,47 +33,24 @@ def sequence_logprobs(
 ) -> torch.Tensor:
     """``[N, n_max]`` fp32 ``log softmax(z / tau)[y_t]`` of every response token (0 on padding).
 
-    One forward of the decoder over right-padded ``[q, y]`` (positions 0, 1, ...: the layout
-    RePro scores, so the values equal ``RePROResult.token_logprobs`` up to float rounding), then
-    the fused LM head on only the rows that predict response tokens. Differentiable.
+    The scorer's own response pass (`ModelAdapter.response_pass`: one decoder forward over
+    right-padded ``[q, y]``, the head on the rows that predict response tokens, soft-capping and
+    logit scale included), so the values equal ``RePROResult.token_logprobs`` up to float
+    rounding and the PPO ratio is 1 before the first update. Differentiable. ``pad_id`` is
+    unused (padding is masked), kept for callers.
     """
-    device = next(model.parameters()).device
-    n_max = max((len(r) for r in responses), default=0)
-    out = torch.zeros(len(responses), n_max, dtype=torch.float32, device=device)
-    if n_max == 0:
-        return out
-    ids, mask = _right_padded(prompts, responses, pad_id, device)
-    positions = torch.arange(ids.shape[1], device=device)[None].expand_as(ids)
     head = model.get_output_embeddings()
-    plain_head = isinstance(head, torch.nn.Linear) and head.bias is None
-    ctx = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext()
+    adapter = ModelAdapter(model, temperature, resolve_kernels(None, head.weight.device))
+    prompts = [np.asarray(p, dtype=np.int64) for p in prompts]
+    responses = [np.asarray(r, dtype=np.int64) for r in responses]
+    lengths = [len(r) for r in responses]
+    if not responses or max(lengths) == 0:
+        return torch.zeros(len(responses), max(lengths, default=0), device=adapter.device)
+    device_type = adapter.device.type
+    ctx = torch.autocast(device_type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext()
     with ctx:
-        if plain_head:
-            hidden = model.get_decoder()(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                         use_cache=False).last_hidden_state
-        else:
-            logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False).logits
-    rows, cols, targets, where = [], [], [], []
-    for b, (p, r) in enumerate(zip(prompts, responses)):
-        n = len(r)
-        if n:
-            rows += [b] * n
-            cols += range(len(p) - 1, len(p) - 1 + n)  # position that predicts y_t
-            targets += list(r)
-            where += [(b, t) for t in range(n)]
-    rows_t = torch.tensor(rows, device=device)
-    cols_t = torch.tensor(cols, device=device)
-    tgt = torch.tensor(targets, device=device)
-    if plain_head:
-        h = hidden[rows_t, cols_t].to(head.weight.dtype)
-        lp, _ = fused_logprob_entropy(h, head.weight, tgt, temperature)
-    else:
-        z = logits[rows_t, cols_t].float() / temperature
-        lp = torch.log_softmax(z, -1).gather(1, tgt[:, None])[:, 0]
-    b_idx = torch.tensor([w[0] for w in where], device=device)
-    t_idx = torch.tensor([w[1] for w in where], device=device)
-    out = out.index_put((b_idx, t_idx), lp.float())
-    return out
+        lp = adapter.response_pass(prompts, responses, with_entropy=False).logprobs
+    return padded(lp.float(), lengths, max(lengths))
 
 
 def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
