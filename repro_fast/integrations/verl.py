@@ -1,0 +1,359 @@
+"""RePro in verl (0.9.x): a worker-side scoring step and a trainer-side advantage step.
+
+verl's advantage estimators (``register_adv_est``) only see ``token_level_rewards,
+response_mask, index, config``, and its policy forward runs packed, without padding, inside the
+FSDP engine. So RePro goes in at two places instead:
+
+1. Worker side (``RePROWorkerMixin.compute_repro_rewards``, per DP rank): the scorer runs its
+   own pass over the rank's share of the batch with the actor's current weights and writes each
+   trajectory's *raw* rewards, where they sit (``repro_rewards`` + ``repro_reward_mask``, the
+   reward of chunk ``j`` on response token ``P_j - 1``), and its log-probs (``repro_log_probs``)
+   into the batch. Raw, because a GRPO group can be split over DP ranks: normalizing there
+   would use partial groups.
+2. Trainer side (``add_process_advantages``, on the driver, whole batch): SPEC §6's
+   normalization over whole groups (``uid``), placement and reward-to-go, and
+   ``advantages += alpha * process_advantages * response_mask`` on top of the advantages verl's
+   own estimator wrote. The outcome part is verl's: for GRPO a group of one gets verl's
+   convention (mean 0, std 1, so ``A = R / (1 + 1e-6)``), not SPEC §6's 0.
+
+Full weights under FSDP (``full_weights``): the scorer calls the decoder and the LM head weight
+directly, outside the root module's forward, so FSDP's own hooks would leave the head and the
+embeddings sharded. FSDP2 (``fully_shard``, verl's ``fsdp2``): every FSDP unit is unsharded
+(all-gather) and ``reshard_after_forward`` is switched off for the duration of the scoring pass,
+then everything is resharded and the flags restored. That costs one transient full copy of the
+weights per rank (about 3 GB for a 1.5B model in bf16, what verl's own weight sync to the
+rollout engine already gathers), and nothing is copied or cached: every call reads the weights
+being trained. FSDP1 (``FullyShardedDataParallel``, verl's ``fsdp``) uses
+``summon_full_params(writeback=False)`` with the same effect. Megatron is not supported.
+
+Batches come in two layouts, both handled by the converters: dense (legacy trainer and
+``DataProto``: left-padded ``prompts [N, Lq]``, right-padded ``responses [N, Lc]``,
+``attention_mask [N, Lq + Lc]``) and nested (v1 trainer, TransferQueue: jagged ``prompts`` and
+``responses``). Outputs go back in the layout of the batch's ``responses``.
+
+Wiring (see ``examples/verl/``)::
+
+    class Worker(RePROWorkerMixin, ActorRolloutRefWorker): ...     # Role.ActorRollout
+    class Trainer(RePROTrainerMixin, <v1 PPOTrainer subclass>): ...  # or RePROLegacyTrainerMixin
+
+RePro settings come from ``actor_rollout_ref.repro`` (``RePROConfig`` fields) on the workers
+and ``algorithm.repro`` (``alpha``, ``normalize``) on the driver.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Hashable, Sequence
+
+import numpy as np
+import torch
+from tensordict import TensorDict
+
+from verl import DataProto
+from verl.single_controller.base.decorator import make_nd_compute_dataproto_dispatch_fn, register
+
+from repro_fast import RePROConfig, RePROScorer
+from repro_fast.rewards import process_advantages as _process_advantages
+
+REWARDS_KEY = "repro_rewards"  # float32, raw r_j on response token P_j - 1, 0 elsewhere
+MASK_KEY = "repro_reward_mask"  # int64, 1 exactly where a reward sits
+LOGPROBS_KEY = "repro_log_probs"  # float32, the scorer's log p(y_t) at temperature tau
+OUTPUT_KEYS = (REWARDS_KEY, MASK_KEY, LOGPROBS_KEY)
+
+
+# ------------------------------------------------------------------------------------------
+# Converters
+# ------------------------------------------------------------------------------------------
+
+
+def _tensordict(batch) -> TensorDict:
+    if isinstance(batch, DataProto):
+        return batch.batch
+    if isinstance(batch, TensorDict):
+        return batch
+    raise TypeError(f"batch: expected a verl DataProto or a TensorDict, got {type(batch).__name__}")
+
+
+def _field(batch, key: str):
+    td = _tensordict(batch)
+    if key not in td.keys():
+        raise KeyError(f"batch: has no {key!r} field (fields: {sorted(td.keys())})")
+    return td[key]
+
+
+def _nested_to_padded(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = t.offsets().diff()
+    width = int(lengths.max()) if lengths.numel() else 0
+    rows = t.unbind()
+    ids = torch.zeros(len(rows), width, dtype=t.dtype, device=t.values().device)
+    for b, row in enumerate(rows):
+        ids[b, : row.numel()] = row
+    mask = (torch.arange(width, device=ids.device)[None] < lengths.to(ids.device)[:, None]).long()
+    return ids, mask
+
+
+def scorer_inputs(batch) -> dict[str, torch.Tensor]:
+    """``prompt_ids, prompt_mask, completion_ids, completion_mask`` for
+    ``RePROScorer.score_padded`` from a verl batch (``DataProto`` or ``TensorDict``, dense or
+    nested). A completion's real tokens are every non-padding response token (tool outputs of a
+    multi-turn rollout included: the model reads them), i.e. the attention mask, not verl's
+    ``response_mask``."""
+    prompts, responses = _field(batch, "prompts"), _field(batch, "responses")
+    if prompts.is_nested != responses.is_nested:
+        raise ValueError("batch: 'prompts' and 'responses' must both be nested or both be dense")
+    if responses.is_nested:
+        prompt_ids, prompt_mask = _nested_to_padded(prompts)
+        completion_ids, completion_mask = _nested_to_padded(responses)
+    else:
+        attention = _field(batch, "attention_mask")
+        lq, lc = prompts.shape[1], responses.shape[1]
+        if attention.shape != (prompts.shape[0], lq + lc):
+            raise ValueError(
+                f"batch: 'attention_mask' must be [N, Lq + Lc] = {[prompts.shape[0], lq + lc]}, "
+                f"got {list(attention.shape)}"
+            )
+        prompt_ids, prompt_mask = prompts, attention[:, :lq].long()
+        completion_ids, completion_mask = responses, attention[:, lq:].long()
+    return dict(
+        prompt_ids=prompt_ids, prompt_mask=prompt_mask,
+        completion_ids=completion_ids, completion_mask=completion_mask,
+    )
+
+
+def to_batch_layout(values: torch.Tensor, batch) -> torch.Tensor:
+    """``[N, W]`` right-padded response values -> the layout of ``batch['responses']``: a jagged
+    nested tensor of each response's length, or dense ``[N, Lc]`` (cut or zero-padded)."""
+    responses = _field(batch, "responses")
+    if values.dim() != 2 or values.shape[0] != responses.shape[0]:
+        raise ValueError(f"values: expected [N={responses.shape[0]}, W], got {list(values.shape)}")
+    if responses.is_nested:
+        lengths = responses.offsets().diff().tolist()
+        if lengths and max(lengths) > values.shape[1]:
+            raise ValueError(f"values: width {values.shape[1]} < the longest response ({max(lengths)})")
+        return torch.nested.as_nested_tensor(
+            [values[b, :n] for b, n in enumerate(lengths)], layout=torch.jagged
+        )
+    lc = responses.shape[1]
+    out = values.new_zeros(values.shape[0], lc)
+    w = min(lc, values.shape[1])
+    out[:, :w] = values[:, :w]
+    return out
+
+
+def to_dense(values: torch.Tensor, width: int | None = None) -> torch.Tensor:
+    """Nested ``[N, (n_b)]`` -> dense ``[N, width]`` (zero-padded); dense passes through."""
+    if not values.is_nested:
+        return values
+    padded, _ = _nested_to_padded(values)
+    if width is not None:
+        padded = torch.nn.functional.pad(padded, (0, width - padded.shape[1]))
+    return padded
+
+
+def non_tensor_list(batch, key: str) -> list:
+    """A per-trajectory non-tensor field (``uid``, ``reward_model``) as a Python list, from a
+    ``DataProto``'s ``non_tensor_batch`` or a ``TensorDict``'s ``NonTensorStack``."""
+    if isinstance(batch, DataProto) and key in batch.non_tensor_batch:
+        return list(batch.non_tensor_batch[key])
+    value = _field(batch, key)
+    return list(value.tolist()) if hasattr(value, "tolist") else list(value)
+
+
+def answers_from_batch(batch, key: str = "reward_model", field: str = "ground_truth") -> list[str]:
+    """Ground-truth answers where verl's data preprocessing puts them:
+    ``reward_model[b]['ground_truth']`` (``examples/data_preprocess/gsm8k.py``)."""
+    entries = non_tensor_list(batch, key)
+    out = []
+    for b, entry in enumerate(entries):
+        if not isinstance(entry, dict) or field not in entry:
+            raise ValueError(f"batch[{key!r}][{b}]: expected a dict with a {field!r} entry, got {entry!r}")
+        out.append(str(entry[field]))
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Worker side
+# ------------------------------------------------------------------------------------------
+
+
+def hf_module(module: torch.nn.Module) -> torch.nn.Module:
+    """The Hugging Face model inside an FSDP1 wrapper (FSDP2 modules are the model itself)."""
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP1
+
+    while isinstance(module, FSDP1):
+        module = module.module
+    return module
+
+
+@contextlib.contextmanager
+def full_weights(module: torch.nn.Module):
+    """Unshard ``module``'s FSDP1/FSDP2 parameters for a scoring pass (module docstring: why);
+    a no-op for a module that is not sharded. Collective: every rank of the FSDP group enters."""
+    from torch.distributed.fsdp import FSDPModule
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP1
+
+    if isinstance(module, FSDP1):
+        with FSDP1.summon_full_params(module, writeback=False, recurse=True):
+            yield
+        return
+    units = [m for m in module.modules() if isinstance(m, FSDPModule)]
+    if not units:
+        yield
+        return
+    # Reshard-after-forward is on where the group has post-forward mesh info (torch 2.4+).
+    resharding = [m._get_fsdp_state()._fsdp_param_group.post_forward_mesh_info is not None for m in units]
+    try:
+        for m in units:
+            m.set_reshard_after_forward(False, recurse=False)
+            m.unshard()
+        yield
+    finally:
+        for m, flag in zip(units, resharding):
+            m.reshard()
+            m.set_reshard_after_forward(flag, recurse=False)
+
+
+def score_batch(
+    scorer: RePROScorer,
+    batch,
+    answers: Sequence[str] | None = None,
+    module: torch.nn.Module | None = None,
+) -> TensorDict:
+    """Worker-side step: score a verl batch and return ``repro_rewards``, ``repro_reward_mask``
+    and ``repro_log_probs`` in the layout of ``batch['responses']``.
+
+    Args:
+        scorer: a ``RePROScorer`` on the actor's HF model (``hf_module(engine.module)``).
+        batch: the rank's ``DataProto`` / ``TensorDict`` (dense or nested).
+        answers: ground truths, default ``answers_from_batch(batch)``.
+        module: the FSDP-wrapped module whose weights the scorer reads (default
+            ``scorer.model``); unsharded around the pass by ``full_weights``.
+    """
+    inputs = scorer_inputs(batch)
+    answers = answers_from_batch(batch) if answers is None else list(answers)
+    with full_weights(scorer.model if module is None else module), torch.no_grad():
+        # No group ids: the raw rewards do not depend on them; normalization is trainer-side.
+        result = scorer.score_padded(**inputs, answers=answers)
+    values = {
+        REWARDS_KEY: result.token_rewards.float(),
+        MASK_KEY: result.reward_mask.long(),
+        LOGPROBS_KEY: result.token_logprobs.float(),
+    }
+    n = inputs["completion_ids"].shape[0]
+    return TensorDict({k: to_batch_layout(v.cpu(), batch) for k, v in values.items()}, batch_size=[n])
+
+
+class RePROWorkerMixin:
+    """Adds ``compute_repro_rewards`` to verl's ``ActorRolloutRefWorker`` (put it first in the
+    bases). Dispatched like ``compute_log_prob``: each DP rank scores its share of the batch."""
+
+    _repro_scorer: RePROScorer | None = None
+
+    def _build_repro_scorer(self) -> RePROScorer:
+        engine = self.actor.engine
+        fields = dict(self.config.get("repro", {}) or {})
+        backend = fields.pop("backend", "auto")
+        for key in ("alpha", "normalize"):  # trainer-side settings
+            fields.pop(key, None)
+        return RePROScorer(hf_module(engine.module), engine.model_config.tokenizer, RePROConfig(**fields), backend)
+
+    @register(dispatch_mode=make_nd_compute_dataproto_dispatch_fn(mesh_name="actor"))
+    def compute_repro_rewards(self, data: TensorDict) -> TensorDict:
+        if self._repro_scorer is None:
+            self._repro_scorer = self._build_repro_scorer()
+        with self.actor.engine.eval_mode():
+            out = score_batch(self._repro_scorer, data, module=self.actor.engine.module)
+        return out
+
+
+# ------------------------------------------------------------------------------------------
+# Trainer side
+# ------------------------------------------------------------------------------------------
+
+
+def batch_process_advantages(
+    batch, group_ids: Sequence[Hashable] | None = None, normalize: str = "group"
+) -> torch.Tensor:
+    """SPEC §6 process advantages ``[N, Lc]`` of a whole batch from its ``repro_rewards`` and
+    ``repro_reward_mask`` (dense or nested), normalized over groups ``group_ids`` (default: the
+    batch's ``uid``)."""
+    width = _field(batch, "responses").shape[1] if not _field(batch, "responses").is_nested else None
+    rewards_tok = to_dense(_field(batch, REWARDS_KEY), width)
+    mask = to_dense(_field(batch, MASK_KEY), width).bool()
+    if rewards_tok.shape != mask.shape:
+        raise ValueError(f"batch: {REWARDS_KEY} {list(rewards_tok.shape)} and {MASK_KEY} {list(mask.shape)} differ")
+    rewards = [rewards_tok[b][mask[b]] for b in range(mask.shape[0])]
+    points = [[0] + (mask[b].nonzero().flatten() + 1).tolist() for b in range(mask.shape[0])]
+    if group_ids is None:
+        group_ids = non_tensor_list(batch, "uid")
+    return _process_advantages(rewards, points, mask.shape[1], group_ids=group_ids, normalize=normalize)
+
+
+def add_process_advantages(data: DataProto, alpha: float = 0.1, normalize: str = "group") -> DataProto:
+    """Trainer-side step on a dense ``DataProto`` after verl's estimator has written
+    ``advantages``: ``advantages += alpha * process_advantages * response_mask`` (in place;
+    returned for chaining). ``returns`` stay verl's."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+        raise TypeError(f"alpha: expected a number, got {alpha!r}")
+    adv = _field(data, "advantages")
+    process = batch_process_advantages(data, normalize=normalize).to(adv.device, adv.dtype)
+    data.batch["advantages"] = adv + alpha * process * _field(data, "response_mask").to(adv.dtype)
+    return data
+
+
+def compute_advantage(data: DataProto, *, alpha: float = 0.1, normalize: str = "group", **verl_kwargs) -> DataProto:
+    """verl's ``ray_trainer.compute_advantage`` (any estimator; ``verl_kwargs`` are its
+    arguments), then ``add_process_advantages``."""
+    from verl.trainer.ppo.ray_trainer import compute_advantage as verl_compute_advantage
+
+    return add_process_advantages(verl_compute_advantage(data, **verl_kwargs), alpha, normalize)
+
+
+def _trainer_settings(config) -> tuple[float, str]:
+    repro = config.algorithm.get("repro", {}) or {}
+    return float(repro.get("alpha", 0.1)), str(repro.get("normalize", "group"))
+
+
+class RePROTrainerMixin:
+    """For a subclass of verl's v1 ``PPOTrainer`` (put it first in the bases): scores after the
+    old log-probs and adds the process advantages after ``_compute_advantage``, both through
+    TransferQueue."""
+
+    def _compute_old_log_prob(self, batch, metrics: dict):
+        batch = super()._compute_old_log_prob(batch, metrics)
+        self.actor_rollout_wg.compute_repro_rewards(batch)  # outputs land in TransferQueue
+        return batch
+
+    def _compute_advantage(self, batch, metrics: dict):
+        import transfer_queue as tq
+        from verl.workers.utils.padding import response_to_nested
+
+        batch = super()._compute_advantage(batch, metrics)
+        fields = ["uid", "responses", "response_mask", "advantages", REWARDS_KEY, MASK_KEY]
+        td = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
+        nested_mask = td["response_mask"]
+        data = DataProto(batch=td.to_padded_tensor())
+        data.non_tensor_batch["uid"] = np.array(data.batch.pop("uid").tolist(), dtype=object)
+        alpha, normalize = _trainer_settings(self.config)
+        add_process_advantages(data, alpha, normalize)
+        out = TensorDict({"advantages": response_to_nested(data.batch["advantages"], nested_mask)}, batch_size=len(batch))
+        return tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=out)
+
+
+class RePROLegacyTrainerMixin:
+    """For verl's legacy ``RayPPOTrainer`` (put it first in the bases): scores next to the old
+    log-probs and adds the process advantages right before the actor update (its
+    ``compute_advantage`` is a module-level function, so that is the first overridable point
+    after it)."""
+
+    def _compute_old_log_prob(self, batch: DataProto):
+        old_log_prob, mfu = super()._compute_old_log_prob(batch)
+        scores = self.actor_rollout_wg.compute_repro_rewards(batch.to_tensordict())
+        return old_log_prob.union(DataProto.from_tensordict(scores.select(*OUTPUT_KEYS))), mfu
+
+    def _update_actor(self, batch: DataProto):
+        if not batch.meta_info.get("repro_added", False):
+            alpha, normalize = _trainer_settings(self.config)
+            add_process_advantages(batch, alpha, normalize)
+            batch.meta_info["repro_added"] = True
+        return super()._update_actor(batch)
