@@ -1,13 +1,13 @@
 """repro_fast: RePro process rewards (arXiv 2512.01925) at the cost of about one forward pass.
 
-Public API (SPEC §7): `RePROConfig`, `RePROScorer`, `RePROResult`, `grpo_advantages`, and the
-fused ops in `repro_fast.ops`.
+Public API (SPEC §7): `RePROConfig`, `RePROScorer`, `RePROResult`, `grpo_advantages`,
+`process_advantages`, and the fused ops in `repro_fast.ops`.
 """
 
 from repro_fast.config import RePROConfig
-from repro_fast.rewards import grpo_advantages
+from repro_fast.rewards import grpo_advantages, process_advantages
 from repro_fast.scorer import RePROResult, RePROScorer
 from repro_fast import ops
 
-__all__ = ["RePROConfig", "RePROScorer", "RePROResult", "grpo_advantages", "ops"]
+__all__ = ["RePROConfig", "RePROScorer", "RePROResult", "grpo_advantages", "process_advantages", "ops"]
 __version__ = "0.1.0"

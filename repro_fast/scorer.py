@@ -288,8 +288,8 @@ class RePROScorer:
             # Prompts: one contiguous run of real tokens (left or right padding); completions:
             # real tokens first.
             first = m.long().argmax(1)
-            last = torch.where(m.any(1), first + m.sum(1), 0)
-            contiguous = m.sum(1) == last - torch.where(m.any(1), first, 0)
+            last = m.shape[1] - 1 - m.flip(1).long().argmax(1)
+            contiguous = ~m.any(1) | (last - first + 1 == m.sum(1))
             bad = ~contiguous if name == "prompt" else (m[:, 1:] & ~m[:, :-1]).any(1)
             if bad.any():
                 raise ValueError(f"{name}_mask: row {int(bad.nonzero()[0])} is not one contiguous run of real tokens"

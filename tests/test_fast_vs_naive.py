@@ -215,3 +215,38 @@ def test_smollm2_fast_vs_naive(smollm2):
         ok, why = well_conditioned(tok, responses, naive, cfg, groups)
         assert ok, f"ill-conditioned test case: {why}"
         R.assert_results_close(fast, naive, label="smollm2 fast vs naive")
+
+
+def test_batch_with_0_to_k_candidates_and_cost_from_real_points(tiny_llama, gpt2_tokenizer, monkeypatch):
+    """Trajectories with 0, 1, ..., more than k candidates in one batch: identical points, J
+    within SPEC §7; phase 2 holds each trajectory's m + 1 copies, never k + 2, so a huge k
+    builds exactly the same phase-2 input as a k that covers every candidate."""
+    from repro_fast.backends.common import ModelAdapter
+
+    tok = gpt2_tokenizer
+    texts = ["", "x", "a.\n\nb", "a.\n\nb.\n\nc", "a.\n\nb.\n\nc?\nd</think>e", "1.\n\n2.\n\n3.\n\n4.\n\n5.\n\n6"]
+    prompts = [tok.encode("Q: what is it?")] * len(texts)
+    responses = [tok.encode(t) for t in texts]
+    answers = ["12"] * len(texts)  # '12' -> '\\boxed{12}': several answer tokens
+    shapes = []
+    real = ModelAdapter.hidden
+
+    def spy(self, input_ids, *args, cache=None, **kwargs):
+        if cache is not None:  # phase 2: the copies
+            shapes.append(tuple(input_ids.shape))
+        return real(self, input_ids, *args, cache=cache, **kwargs)
+
+    monkeypatch.setattr(ModelAdapter, "hidden", spy)
+    span = len(tok.encode("\\boxed{12}")) - 1
+    by_k = {}
+    for k in (3, 5, 65536):
+        cfg = RePROConfig(num_segments=k)
+        naive = RePROScorer(tiny_llama, tok, cfg, backend="naive").score(prompts, responses, answers)
+        shapes.clear()
+        fast = RePROScorer(tiny_llama, tok, cfg, backend="fast").score(prompts, responses, answers)
+        R.assert_results_close(fast, naive, label=f"k={k}")
+        counts = [len(p) for p in fast.points]
+        assert shapes == [(len(texts), max(counts) * span)], (shapes, counts)
+        by_k[k] = (fast.points, shapes[:])
+    assert [len(p) - 1 for p in by_k[3][0]] == [0, 1, 2, 3, 4, 4]  # m: 0..k candidates, + F
+    assert by_k[5] == by_k[65536]  # every candidate already selected: same points, same phase 2

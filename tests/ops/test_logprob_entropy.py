@@ -403,3 +403,55 @@ def test_cuda_backward_real_sizes(M, H, V, dtype):
         scale = max(1.0, r.abs().max().item())
         rel = max_err(a, r) / scale
         assert rel <= (1e-4 if dtype == torch.float32 else 2e-2), rel
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_nan_row_gives_nan_logprob_and_entropy(backend):
+    """A NaN hidden row must not come back with a finite (-0.0) entropy."""
+    torch.manual_seed(0)
+    hidden, weight = torch.randn(3, 16), torch.randn(37, 16)
+    hidden[1, 4] = float("nan")
+    lp, ent = fused_logprob_entropy(hidden, weight, torch.tensor([1, 2, 3]), backend=backend)
+    assert torch.isnan(lp[1]) and torch.isnan(ent[1])
+    assert torch.isfinite(lp[[0, 2]]).all() and torch.isfinite(ent[[0, 2]]).all()
+
+
+# ------------------------------------------------------------------------------ fused_logprob
+
+# (dtype, atol, rtol) of fused_logprob vs its float64 naive twin: every path accumulates in fp32
+# from the same rounded inputs the twin upcasts, so the error does not grow with the input dtype.
+LOGPROB_TOLERANCES = [
+    (torch.float32, 2e-5, 1e-5),
+    (torch.bfloat16, 2e-4, 1e-5),
+    (torch.float16, 2e-4, 1e-5),
+]
+
+
+@pytest.mark.parametrize("dtype, atol, rtol", LOGPROB_TOLERANCES)
+@pytest.mark.parametrize("M, H, V", [(37, 576, 1003), (1, 64, 97), (0, 16, 33), (20, 40, 4099)])
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=requires_interpreter)])
+def test_fused_logprob_matches_its_naive_twin(backend, M, H, V, dtype, atol, rtol):
+    from repro_fast.ops import fused_logprob, logprob_naive
+
+    if backend == "triton" and H * V > 64 * 4099:
+        H, V = 40, 1003  # the interpreter is slow: awkward sizes, kept small
+    hidden, weight, targets, bias = make_inputs(M, H, V, dtype, seed=M + H, bias=M % 2 == 1)
+    lp = fused_logprob(hidden, weight, targets, 0.7, bias=bias, backend=backend)
+    assert lp.dtype == torch.float32 and lp.shape == (M,)
+    torch.testing.assert_close(lp.double(), logprob_naive(hidden, weight, targets, 0.7, bias=bias), atol=atol, rtol=rtol)
+    # the same log-probs as the op with entropy
+    full, _ = fused_logprob_entropy(hidden, weight, targets, 0.7, bias=bias, backend=backend)
+    torch.testing.assert_close(lp, full, atol=1e-6, rtol=0)
+
+
+def test_fused_logprob_gradient_matches_naive():
+    from repro_fast.ops import fused_logprob, logprob_naive
+
+    hidden, weight, targets, _ = make_inputs(9, 24, 101, torch.float64, seed=3)
+    h1, w1 = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    h2, w2 = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    g = torch.randn(9, dtype=torch.float64)
+    (fused_logprob(h1, w1, targets, 1.3, backend="torch") * g).sum().backward()
+    (logprob_naive(h2, w2, targets, 1.3) * g).sum().backward()
+    torch.testing.assert_close(h1.grad, h2.grad, atol=1e-10, rtol=0)
+    torch.testing.assert_close(w1.grad, w2.grad, atol=1e-10, rtol=0)
