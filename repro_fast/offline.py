@@ -25,8 +25,15 @@ def _package_dir(package: str, install_hint: str) -> Path:
     return Path(spec.submodule_search_locations[0])
 
 
-def load_smollm2(dtype=None):
-    """(model, tokenizer) of SmolLM2-135M-Instruct, de-quantized from the shipped GGUF file."""
+def load_smollm2(dtype=None, trainable: bool = False):
+    """(model, tokenizer) of SmolLM2-135M-Instruct, de-quantized from the shipped GGUF file.
+
+    The model comes in eval mode. ``trainable=True`` returns it in train mode for the Hugging Face
+    ``Trainer`` (TRL): the GGUF weights are de-quantized to ``dtype`` on load, so the model is a
+    plain one, but transformers still flags it as GGUF-quantized, and the Trainer refuses to
+    fine-tune a quantized model; the flags (and the config entry, which would also land in saved
+    checkpoints) are removed.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -35,7 +42,15 @@ def load_smollm2(dtype=None):
     model = AutoModelForCausalLM.from_pretrained(
         folder, gguf_file=SMOLLM2_GGUF, dtype=dtype or torch.float32
     )
-    return model.eval(), tokenizer
+    if not trainable:
+        return model.eval(), tokenizer
+    model.is_quantized = False
+    model.hf_quantizer = None
+    model.quantization_method = None
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
+    model.requires_grad_(True)
+    return model.train(), tokenizer
 
 
 @dataclass

@@ -1,0 +1,211 @@
+"""RePro in Hugging Face TRL: `RePROGRPOTrainer`, a `trl.GRPOTrainer` with process advantages.
+
+The change a TRL user makes::
+
+    from repro_fast.integrations.trl import RePROGRPOTrainer      # instead of trl.GRPOTrainer
+    trainer = RePROGRPOTrainer(model, reward_funcs, args=..., train_dataset=ds,
+                               repro_config=RePROConfig(alpha=0.1), answer_column="answer")
+
+Per generation batch the trainer scores TRL's own padded prompts and completions with a
+`RePROScorer` on the policy being trained, and hands ``_compute_loss`` per-token advantages
+``[B, T]`` = TRL's outcome advantage ``[B]`` (its own estimator: ``scale_rewards``, its ``1e-4``)
++ ``alpha`` x SPEC §6's process advantages. A GRPO group can span processes (TRL's sampler
+lays each prompt's ``num_generations`` completions out consecutively in the global batch, which
+it splits into equal per-process slices), so the raw rewards and points of the whole batch are
+gathered and normalized over whole groups by one `repro_fast.process_advantages` call.
+
+Where TRL computes the old (rollout) log-probs, the scorer's log-probs replace that forward in
+fp32 (equal within 1e-5). Under mixed precision they are not reused: TRL's bf16 forward and the
+scorer's differ by more than the drift TRL's importance ratio is there to measure.
+
+TRL has no public hook for any of this, so two private methods of ``GRPOTrainer`` are
+overridden: ``_generate_and_score_completions`` (score, combine advantages, log) and
+``_get_per_token_logps_and_entropies`` (serve the old log-probs). Their contract changes between
+releases, so the module refuses a TRL outside the minor release it is tested with.
+"""
+
+from __future__ import annotations
+
+import time
+from importlib.metadata import PackageNotFoundError, version
+
+SUPPORTED_TRL = ">=1.16,<1.17"  # the minor release whose private methods this module overrides
+
+try:
+    _trl_version = version("trl")
+except PackageNotFoundError:
+    raise ImportError(
+        f"repro_fast.integrations.trl needs trl{SUPPORTED_TRL}, which is not installed; "
+        f"run: pip install 'repro-fast[trl]'  (or pip install 'trl{SUPPORTED_TRL}')"
+    ) from None
+if tuple(int(x) for x in _trl_version.split(".")[:2] if x.isdigit()) != (1, 16):
+    raise ImportError(
+        f"repro_fast.integrations.trl supports trl{SUPPORTED_TRL} (it overrides private "
+        f"GRPOTrainer methods whose behaviour changes between releases); found trl {_trl_version}. "
+        f"Install a supported one: pip install 'trl{SUPPORTED_TRL}'"
+    )
+
+import torch  # noqa: E402
+from accelerate.utils import gather_object  # noqa: E402
+from trl import GRPOTrainer  # noqa: E402
+
+from repro_fast import RePROConfig, RePROScorer, process_advantages  # noqa: E402
+
+__all__ = ["RePROGRPOTrainer", "SUPPORTED_TRL"]
+
+
+class RePROGRPOTrainer(GRPOTrainer):
+    """`trl.GRPOTrainer` whose advantages carry RePro's process term.
+
+    Takes every `GRPOTrainer` argument, plus:
+        repro_config: `RePROConfig` (``alpha``, ``num_segments``, ``normalize``, ...). Its
+            ``temperature`` must equal ``GRPOConfig.temperature`` (RePro reads the sampling
+            policy). ``alpha = 0`` reproduces `GRPOTrainer` exactly.
+        answer_column: the dataset column holding each prompt's ground-truth answer string.
+        repro_backend: `RePROScorer` backend, ``"auto"`` (the one-pass scorer) or ``"naive"``.
+
+    Logged (TRL's logs, every step): ``repro/points_per_completion`` (mean ``m``, scored
+    segments per completion), ``repro/mean_score`` (mean final ``S_m`` over completions with
+    ``m >= 1``), ``repro/scoring_seconds`` (slowest process's scorer time per generation batch),
+    and ``repro/old_logps_reused`` (1 where TRL wanted old log-probs and got the scorer's).
+
+    ``repro_last`` holds the latest batch (this process's rows, before TRL shuffles them): TRL's
+    padded prompt and completion ids and masks, the `RePROResult`, the group ids, TRL's outcome
+    advantages ``[B]``, the process advantages and the final advantages ``[B, T]``.
+    """
+
+    def __init__(self, *args, repro_config: RePROConfig | None = None, answer_column: str = "answer",
+                 repro_backend: str = "auto", **kwargs):
+        super().__init__(*args, **kwargs)
+        config = RePROConfig() if repro_config is None else repro_config
+        if not isinstance(config, RePROConfig):
+            raise TypeError(f"repro_config: expected a repro_fast.RePROConfig, got {type(config).__name__}")
+        if not isinstance(answer_column, str):
+            raise TypeError(f"answer_column: expected a column name (str), got {answer_column!r}")
+        columns = getattr(self.train_dataset, "column_names", None)
+        if columns is not None and answer_column not in columns:
+            raise ValueError(
+                f"answer_column: train_dataset has no column {answer_column!r} (columns: {columns}); "
+                "pass the column that holds each prompt's ground-truth answer"
+            )
+        if config.temperature != self.temperature:
+            raise ValueError(
+                f"repro_config.temperature ({config.temperature}) must equal GRPOConfig.temperature "
+                f"({self.temperature}): RePro's log-probs and entropies are the sampling policy's"
+            )
+        if self.tools or self.environment_factories is not None:
+            raise ValueError("tools / environment_factory: not supported (RePro would score tool "
+                             "outputs inside a completion as the model's own chain of thought)")
+        if self._is_vlm:
+            raise ValueError("model: vision-language models are not supported")
+        self.repro_config = config
+        self.answer_column = answer_column
+        self.repro_scorer = RePROScorer(self.model, self._tokenizer, config, backend=repro_backend)
+        # fp32 only (see the module docstring); with a PEFT adapter and beta != 0 TRL's reference
+        # forward runs on self.model too, and must never receive the policy's log-probs.
+        self._repro_reuse_logps = (
+            self.accelerator.mixed_precision == "no"
+            and all(p.dtype == torch.float32 for p in self.model.parameters())
+            and not (self.beta != 0.0 and self.ref_model is None)
+        )
+        self._repro_batch: dict | None = None
+        self.repro_last: dict | None = None
+
+    # -- scoring ----------------------------------------------------------------------------
+
+    def _repro_score(self, prompt_ids, prompt_mask, completion_ids, completion_mask):
+        batch = self._repro_batch
+        start = time.perf_counter()
+        with self.accelerator.autocast():  # the same precision as TRL's own forward
+            batch["result"] = self.repro_scorer.score_padded(
+                prompt_ids, prompt_mask, completion_ids, completion_mask,
+                batch["answers"], group_ids=batch["group_ids"],
+            )
+        batch["seconds"] = time.perf_counter() - start
+        return batch["result"]
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
+                                           batch_size=None, compute_entropy=False,
+                                           compute_aux_loss=False, **kwargs):
+        batch = self._repro_batch
+        # Inside `_generate_and_score_completions`, a no-grad forward of the policy itself before
+        # the batch is scored is TRL's old-log-prob pass (with the PEFT reference excluded above).
+        is_old_logps = (
+            batch is not None and batch["result"] is None and model is self.model
+            and not torch.is_grad_enabled() and not compute_entropy and not compute_aux_loss
+            and all(v is None for v in kwargs.values())
+        )
+        if is_old_logps:
+            batch["asked_old_logps"] = True
+            if self._repro_reuse_logps:
+                split = input_ids.size(1) - logits_to_keep
+                result = self._repro_score(input_ids[:, :split], attention_mask[:, :split],
+                                           input_ids[:, split:], attention_mask[:, split:])
+                batch["reused"] = True
+                return result.token_logprobs, None, None
+        return super()._get_per_token_logps_and_entropies(
+            model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
+            compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss, **kwargs)
+
+    def _generate_and_score_completions(self, inputs):
+        mode = "train" if self.model.training else "eval"
+        group_size = self.num_generations if mode == "train" else self.num_generations_eval
+        try:
+            answers = [x[self.answer_column] for x in inputs]
+        except KeyError:
+            raise ValueError(f"answer_column: the batch has no column {self.answer_column!r} "
+                             f"(columns: {sorted(inputs[0])})") from None
+        for i, a in enumerate(answers):
+            if not isinstance(a, str):
+                raise TypeError(f"answer_column: {self.answer_column!r} must hold the answer strings, got "
+                                f"{type(a).__name__} {a!r} in row {i}")
+        # TRL's layout: global row i (process-major) belongs to prompt group i // num_generations.
+        offset = self.accelerator.process_index * len(inputs)
+        group_ids = [(offset + i) // group_size for i in range(len(inputs))]
+        self._repro_batch = batch = dict(answers=answers, group_ids=group_ids, result=None,
+                                         seconds=0.0, asked_old_logps=False, reused=False)
+        try:
+            output = super()._generate_and_score_completions(inputs)
+            if "tool_mask" in output:
+                raise ValueError("rollout_func: an env_mask (tool tokens inside completions) is not supported")
+            result = batch["result"] or self._repro_score(
+                output["prompt_ids"], output["prompt_mask"], output["completion_ids"], output["completion_mask"])
+        finally:
+            self._repro_batch = None
+
+        # Normalize over whole groups: gather every process's raw rewards and points.
+        prompt_ids, prompt_mask = output["prompt_ids"], output["prompt_mask"]
+        local = [(result.rewards[b].cpu(), list(result.points[b]), prompt_ids[b][prompt_mask[b].bool()].tolist(),
+                  float(result.score[b][-1]) if len(result.score[b]) else None) for b in range(len(inputs))]
+        rows = gather_object(local)
+        if len(rows) != len(inputs) * self.accelerator.num_processes:
+            raise RuntimeError(f"expected {len(inputs)} rows from each of {self.accelerator.num_processes} "
+                               f"processes, gathered {len(rows)}")
+        all_groups = [i // group_size for i in range(len(rows))]
+        for i, row in enumerate(rows):
+            if row[2] != rows[all_groups[i] * group_size][2]:
+                raise RuntimeError(
+                    f"row {i} is not a completion of its group's prompt: TRL's sampler no longer lays "
+                    f"groups out as {group_size} consecutive rows (supported trl{SUPPORTED_TRL})")
+        completion_ids = output["completion_ids"]
+        width = max([completion_ids.size(1)] + [row[1][-1] for row in rows])
+        process = process_advantages([r[0] for r in rows], [r[1] for r in rows], width, group_ids=all_groups,
+                                     normalize=self.repro_config.normalize, device=completion_ids.device)
+        process = process[offset: offset + len(inputs), : completion_ids.size(1)]
+        outcome = output["advantages"]
+        output["advantages"] = outcome.unsqueeze(1) + self.repro_config.alpha * process.to(outcome.dtype)
+
+        metrics = self._metrics[mode]
+        metrics["repro/points_per_completion"].append(sum(len(r[1]) - 1 for r in rows) / len(rows))
+        finals = [r[3] for r in rows if r[3] is not None]
+        if finals:
+            metrics["repro/mean_score"].append(sum(finals) / len(finals))
+        metrics["repro/scoring_seconds"].append(max(gather_object([batch["seconds"]])))
+        if batch["asked_old_logps"]:
+            metrics["repro/old_logps_reused"].append(float(batch["reused"]))
+        self.repro_last = dict(result=result, group_ids=group_ids, outcome_advantages=outcome,
+                               prompt_ids=prompt_ids, prompt_mask=prompt_mask,
+                               completion_ids=completion_ids, completion_mask=output["completion_mask"],
+                               process_advantages=process, advantages=output["advantages"],
+                               old_logps_reused=batch["reused"])
+        return output

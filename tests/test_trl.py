@@ -1,0 +1,294 @@
+"""`repro_fast.integrations.trl.RePROGRPOTrainer` on TRL's real `GRPOTrainer` (CPU, tiny models).
+
+Every run trains a tiny random Llama (GPT-2's BPE) for real: TRL samples the completions (a
+sequence bias on the ``"\\n\\n"`` token makes them contain RePro segments), computes its outcome
+advantage and loss, and steps the optimizer. Probes record what TRL hands around; the checks are
+against independent computations (TRL's formula for the outcome advantage, tests/reference.py's
+float64 normalization and reward-to-go, a naive-backend re-score, TRL's own log-prob forward).
+A missing or unsupported trl fails these tests; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import reference as R
+from conftest import make_tiny_model
+
+# Plain imports: a missing or unsupported trl must fail these tests, never skip them.
+from datasets import Dataset  # noqa: E402
+from trl import GRPOConfig, GRPOTrainer  # noqa: E402
+
+from repro_fast import RePROConfig, RePROScorer  # noqa: E402
+from repro_fast.integrations.trl import SUPPORTED_TRL, RePROGRPOTrainer  # noqa: E402
+
+NEWLINES = 628  # GPT-2's "\n\n"
+G = 4  # completions per prompt
+SCRIPT = os.path.join(os.path.dirname(__file__), "trl_scripts", "grpo_one_batch.py")
+
+
+def length_reward(completions, **kwargs):
+    """A deterministic outcome reward that varies inside a group."""
+    return [float(len(c) % 7) for c in completions]
+
+
+def outcome_like_trl(rewards: list[float], group: int) -> list[float]:
+    """TRL 1.16's GRPO outcome advantage (scale_rewards="group"): (R - mean) / (std_ddof1 + 1e-4)."""
+    out = []
+    for start in range(0, len(rewards), group):
+        r = torch.tensor(rewards[start: start + group], dtype=torch.float64)
+        out += ((r - r.mean()) / (r.std() + 1e-4)).tolist()
+    return out
+
+
+def probed(base):
+    """`base` with recorders around the hooks TRL calls."""
+
+    class Probe(base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.batches, self.loss_inputs, self.old_logps = [], [], []
+
+        def _generate_and_score_completions(self, inputs):
+            output = super()._generate_and_score_completions(inputs)
+            self.batches.append(dict(inputs=inputs, output=dict(output), last=getattr(self, "repro_last", None),
+                                     weights=copy.deepcopy(self.model.state_dict())))
+            return output
+
+        def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, **kw):
+            out = super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, **kw)
+            if not torch.is_grad_enabled():  # TRL's old-log-prob pass: also run TRL's own forward
+                own = GRPOTrainer._get_per_token_logps_and_entropies(
+                    self, model, input_ids, attention_mask, logits_to_keep, **kw)[0]
+                self.old_logps.append((out[0], own, attention_mask[:, -logits_to_keep:].bool()))
+            return out
+
+        def _compute_loss(self, model, inputs):
+            self.loss_inputs.append({k: inputs[k] for k in
+                                     ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "advantages")})
+            return super()._compute_loss(model, inputs)
+
+    return Probe
+
+
+def train(cls, tokenizer, out_dir, *, steps=2, model_seed=0, repro_config=None, **args):
+    data = [{"prompt": f"Question {i}: what is {i} plus {i + 3}?\n", "answer": str(2 * i + 3)} for i in range(8)]
+    config = GRPOConfig(**{
+        "output_dir": str(out_dir), "per_device_train_batch_size": 2 * G, "num_generations": G,
+        "max_completion_length": 16, "max_steps": steps, "learning_rate": 1e-3, "bf16": False,
+        "use_cpu": True, "seed": 0, "report_to": "none", "save_strategy": "no", "logging_steps": 1,
+        "disable_tqdm": True, "generation_kwargs": {"sequence_bias": [[[NEWLINES], 6.0]]}, **args})
+    kwargs = {} if repro_config is None else {"repro_config": repro_config}
+    trainer = cls(make_tiny_model("llama", seed=model_seed).train(), length_reward, args=config,
+                  train_dataset=Dataset.from_list(data), processing_class=tokenizer, **kwargs)
+    initial = copy.deepcopy(trainer.model.state_dict())
+    trainer.train()
+    return trainer, initial
+
+
+def unpadded(ids, mask):
+    return [row[m.bool()].tolist() for row, m in zip(ids, mask)]
+
+
+def check_advantages(trainer, tokenizer, alpha, atol, rescore=True):
+    """Per generation batch: advantages = TRL's outcome advantage + alpha x process advantages,
+    on the trajectories TRL sampled, and `_compute_loss` got exactly those rows."""
+    naive = naive_model = None
+    by_row = {}
+    for batch in trainer.batches:
+        out, last, inputs = batch["output"], batch["last"], batch["inputs"]
+        prompts = unpadded(out["prompt_ids"], out["prompt_mask"])
+        completions = unpadded(out["completion_ids"], out["completion_mask"])
+        answers = [x["answer"] for x in inputs]
+        groups = [i // G for i in range(len(prompts))]
+        assert last["group_ids"] == groups
+
+        # The outcome part is TRL's, recomputed from the reward function on TRL's completions.
+        texts = tokenizer.batch_decode(completions, skip_special_tokens=True)
+        outcome = torch.tensor(outcome_like_trl(length_reward(texts), G), dtype=torch.float32)
+        torch.testing.assert_close(last["outcome_advantages"], outcome, atol=1e-5, rtol=0)
+
+        # The scorer saw TRL's trajectories with the right answers: a naive re-score at the same
+        # weights (fp32 only: under bf16 the two backends may pick different near-tied points).
+        result = last["result"]
+        if rescore:
+            if naive is None:
+                naive_model = make_tiny_model("llama")
+                naive = RePROScorer(naive_model, tokenizer, trainer.repro_config, backend="naive")
+            naive_model.load_state_dict(batch["weights"])
+            ref = naive.score(prompts, completions, answers, group_ids=groups)
+            assert result.points == ref.points
+            for b in range(len(prompts)):
+                torch.testing.assert_close(result.rewards[b].float(), ref.rewards[b].float(), atol=1e-4, rtol=0)
+
+        # The process part: SPEC §6 in float64 (tests/reference.py) from the raw rewards and points.
+        norm = R.normalize_rewards([r.tolist() for r in result.rewards], groups, trainer.repro_config.normalize)
+        width = out["completion_ids"].size(1)
+        for b, (c, pts) in enumerate(zip(completions, result.points)):
+            expected = torch.zeros(width, dtype=torch.float64)
+            expected[: len(c)] = torch.tensor(R.reward_to_go(len(c), pts, norm[b]), dtype=torch.float64)
+            expected = outcome[b].double() + alpha * expected
+            torch.testing.assert_close(out["advantages"][b].double(), expected, atol=atol, rtol=0)
+            by_row[(tuple(prompts[b]), tuple(c))] = out["advantages"][b]
+    # Every row `_compute_loss` received (TRL shuffles and splits the batch) is one of those rows.
+    for inputs in trainer.loss_inputs:
+        assert inputs["advantages"].shape == inputs["completion_ids"].shape
+        rows = zip(unpadded(inputs["prompt_ids"], inputs["prompt_mask"]),
+                   unpadded(inputs["completion_ids"], inputs["completion_mask"]), inputs["advantages"])
+        for p, c, adv in rows:
+            assert torch.equal(adv, by_row[(tuple(p), tuple(c))])
+    return by_row
+
+
+def logged(trainer, key):
+    return [h[key] for h in trainer.state.log_history if key in h]
+
+
+def test_fp32_two_steps_advantages_and_reused_old_logps(gpt2_tokenizer, tmp_path):
+    # steps_per_generation=2 > gradient_accumulation_steps=1: TRL needs old log-probs (the batch
+    # is reused for a second step after an update), and gets the scorer's.
+    alpha = 0.3
+    trainer, initial = train(probed(RePROGRPOTrainer), gpt2_tokenizer, tmp_path, steps_per_generation=2,
+                             repro_config=RePROConfig(alpha=alpha, num_segments=3, think_end=None))
+    assert len(trainer.batches) == 1 and len(trainer.loss_inputs) == 2
+    rows = check_advantages(trainer, gpt2_tokenizer, alpha, atol=1e-5)
+    assert max(len(p) - 1 for p in trainer.batches[0]["last"]["result"].points) >= 2, "no segments: a weak test"
+    assert any(float(adv.std()) > 1e-3 for adv in rows.values()), "process term constant along every row"
+
+    assert trainer.batches[0]["last"]["old_logps_reused"] and logged(trainer, "repro/old_logps_reused") == [1.0]
+    (served, own, mask), = trainer.old_logps
+    diff = float((served - own).abs()[mask].max())
+    print(f"fp32: scorer vs TRL log-probs, max |diff| = {diff:.3g}")
+    assert diff <= 1e-5, f"scorer vs TRL log-probs: {diff}"
+    assert torch.equal(served, trainer.batches[0]["last"]["result"].token_logprobs)
+
+    for key in ("repro/points_per_completion", "repro/mean_score", "repro/scoring_seconds"):
+        assert len(logged(trainer, key)) == 1
+    assert logged(trainer, "repro/points_per_completion")[0] >= 1.0
+    assert all(torch.isfinite(torch.tensor(logged(trainer, "loss"))))
+    assert any(not torch.equal(initial[k], v) for k, v in trainer.model.state_dict().items())
+
+
+def test_bf16_two_steps(gpt2_tokenizer, tmp_path):
+    # bf16=True (TRL's default): accelerate runs the model under autocast; the scorer runs under
+    # the same autocast. Its log-probs are not reused as old log-probs in bf16 (README).
+    alpha = 0.3
+    trainer, initial = train(probed(RePROGRPOTrainer), gpt2_tokenizer, tmp_path, bf16=True, steps_per_generation=2,
+                             repro_config=RePROConfig(alpha=alpha, num_segments=3, think_end=None))
+    check_advantages(trainer, gpt2_tokenizer, alpha, atol=1e-5, rescore=False)
+    assert not trainer.batches[0]["last"]["old_logps_reused"]
+    assert logged(trainer, "repro/old_logps_reused") == [0.0]
+    (served, own, mask), = trainer.old_logps
+    assert torch.equal(served, own)  # TRL's own bf16 forward, untouched
+    scorer = trainer.batches[0]["last"]["result"].token_logprobs
+    diff = float((scorer - own).abs()[mask].max())
+    print(f"bf16: scorer vs TRL log-probs, max |diff| = {diff:.3g}")
+    assert diff <= 0.05, diff  # the same policy under bf16 (measured: 0.016), not another distribution
+    assert all(torch.isfinite(torch.tensor(logged(trainer, "loss"))))
+    assert any(not torch.equal(initial[k], v) for k, v in trainer.model.state_dict().items())
+
+
+def test_alpha_zero_is_plain_grpo(gpt2_tokenizer, tmp_path):
+    repro, _ = train(RePROGRPOTrainer, gpt2_tokenizer, tmp_path / "repro",
+                     repro_config=RePROConfig(alpha=0.0, num_segments=3))
+    plain, initial = train(GRPOTrainer, gpt2_tokenizer, tmp_path / "plain")
+    assert logged(repro, "loss") == logged(plain, "loss") and len(logged(plain, "loss")) == 2
+    changed = 0
+    for name, value in plain.model.state_dict().items():
+        assert torch.equal(repro.model.state_dict()[name], value), name
+        changed += not torch.equal(initial[name], value)
+    assert changed > 0
+    assert logged(repro, "repro/points_per_completion")  # it did score
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_give_the_one_process_advantages(gpt2_tokenizer_dir, tmp_path):
+    # The same script twice: in this process (one process), then under accelerate (two, gloo).
+    spec = importlib.util.spec_from_file_location("grpo_one_batch", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.main(str(tmp_path / "world1.json"), gpt2_tokenizer_dir)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(free_port()), SCRIPT, str(tmp_path / "world2.json"), gpt2_tokenizer_dir]
+    env = dict(os.environ, OMP_NUM_THREADS="1", TRL_EXPERIMENTAL_SILENCE="1")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = {}
+    for world in (1, 2):
+        data = json.loads((tmp_path / f"world{world}.json").read_text())
+        assert data["world"] == world
+        rows[world] = data["rows"]
+    one, two = rows[1], rows[2]
+    assert [r["rank"] for r in two] == [0] * 6 + [1] * 6
+    for a, b in zip(one, two, strict=True):
+        assert (a["prompt"], a["completion"]) == (b["prompt"], b["completion"])
+        assert a["outcome"] == pytest.approx(b["outcome"], abs=1e-6)
+        assert a["advantages"] == pytest.approx(b["advantages"], abs=1e-5)
+    # Rows 4-7 are one group, split over the processes (4-5 on rank 0, 6-7 on rank 1). Normalizing
+    # each process's part of it separately would give other process advantages: the test sees that.
+    groups = [i // G for i in range(12)]
+    split_groups = [(r["rank"], g) for r, g in zip(two, groups)]
+    for scope in (groups, split_groups):
+        norm = R.normalize_rewards([r["rewards"] for r in two], scope, "group")
+        process = [R.reward_to_go(len(r["process"]), r["points"], n) for r, n in zip(two, norm)]
+        close = all(p == pytest.approx(r["process"], abs=1e-4) for p, r in zip(process, two))
+        assert close == (scope is groups)
+
+
+def test_errors_name_the_argument(gpt2_tokenizer, tmp_path):
+    with pytest.raises(ValueError, match="repro_config.temperature"):
+        train(RePROGRPOTrainer, gpt2_tokenizer, tmp_path, steps=0, repro_config=RePROConfig(temperature=0.7))
+    with pytest.raises(TypeError, match="repro_config"):
+        train(RePROGRPOTrainer, gpt2_tokenizer, tmp_path, steps=0, repro_config={"alpha": 0.1})
+    model = make_tiny_model("llama")
+    data = Dataset.from_list([{"prompt": "Q?\n", "solution": "1"}] * 4)
+    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=4, use_cpu=True,
+                      bf16=False, report_to="none")
+    with pytest.raises(ValueError, match="answer_column.*'answer'"):
+        RePROGRPOTrainer(model, length_reward, args=args, train_dataset=data, processing_class=gpt2_tokenizer)
+
+
+def test_unsupported_trl_version_is_refused(monkeypatch):
+    import importlib
+    import importlib.metadata
+
+    import repro_fast.integrations.trl as module
+
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "1.17.0" if name == "trl" else real(name))
+    try:
+        with pytest.raises(ImportError, match=r"trl>=1\.16,<1\.17.*found trl 1\.17\.0"):
+            importlib.reload(module)
+    finally:
+        monkeypatch.undo()
+        importlib.reload(module)
+    assert SUPPORTED_TRL == ">=1.16,<1.17"
+
+
+@pytest.mark.slow
+def test_offline_smollm2_loads_trainable():
+    from transformers.trainer_utils import validate_quantization_for_training
+
+    from repro_fast.offline import load_smollm2
+
+    model, tokenizer = load_smollm2(trainable=True)
+    validate_quantization_for_training(model)  # what the HF Trainer checks; raises for a quantized model
+    assert model.training and all(p.requires_grad and p.dtype == torch.float32 for p in model.parameters())
+    ids = torch.tensor([tokenizer.encode("The answer is 4.")])
+    model(ids, labels=ids).loss.backward()
+    assert model.lm_head.weight.grad is not None and torch.isfinite(model.lm_head.weight.grad).all()
