@@ -4,7 +4,7 @@
     summary = train(GRPOConfig(task="toy", steps=30, alpha=0.1, out="runs/toy"))
 
 Modules: `config` (GRPOConfig), `tasks` (toy, gsm8k), `rollout`, `verify`, `loss`, `loop`,
-`sft` (warm start), `plots`, `demo`.
+`sft` (warm start), `plots`, `demo`, `study`.
 """
 
 from repro_fast.grpo.config import ConfigError, GRPOConfig, load_config
