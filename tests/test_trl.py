@@ -25,11 +25,11 @@ import reference as R
 from conftest import make_tiny_model
 
 # Plain imports: a missing or unsupported trl must fail these tests, never skip them.
-from datasets import Dataset  # noqa: E402
-from trl import GRPOConfig, GRPOTrainer  # noqa: E402
+from datasets import Dataset
+from trl import GRPOConfig, GRPOTrainer
 
-from repro_fast import RePROConfig, RePROScorer  # noqa: E402
-from repro_fast.integrations.trl import SUPPORTED_TRL, RePROGRPOTrainer  # noqa: E402
+from repro_fast import RePROConfig, RePROScorer
+from repro_fast.integrations.trl import SUPPORTED_TRL, RePROGRPOTrainer
 
 NEWLINES = 628  # GPT-2's "\n\n"
 G = 4  # completions per prompt
@@ -225,9 +225,10 @@ def test_two_processes_give_the_one_process_advantages(gpt2_tokenizer_dir, tmp_p
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "--main_process_port", str(free_port()), SCRIPT, str(tmp_path / "world2.json"), gpt2_tokenizer_dir]
-    env = dict(os.environ, OMP_NUM_THREADS="1", TRL_EXPERIMENTAL_SILENCE="1")
+    # No CUDA devices: accelerate then joins the two CPU processes with gloo, even on a GPU machine.
+    env = dict(os.environ, OMP_NUM_THREADS="1", TRL_EXPERIMENTAL_SILENCE="1", CUDA_VISIBLE_DEVICES="")
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.returncode == 0, f"accelerate launch failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     rows = {}
     for world in (1, 2):
         data = json.loads((tmp_path / f"world{world}.json").read_text())
