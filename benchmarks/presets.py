@@ -403,10 +403,10 @@ class Preset:
             token_budget=self.token_budget, **self.config_overrides,
         )
 
-    def make_scorer(self, backend: str, num_segments: int | None = None):
+    def make_scorer(self, backend: str, num_segments: int | None = None, kernels: str | None = None):
         repro = import_repro()
         return repro.RePROScorer(self.model, self.tokenizer, self.make_config(num_segments),
-                                 backend=backend)
+                                 backend=backend, kernels=kernels)
 
     def score(self, scorer):
         with torch.inference_mode():
@@ -420,6 +420,15 @@ class Preset:
         return plain_logprob_forward(self.model, self.prompts, self.responses,
                                      token_budget=self.token_budget)
 
+    def hf_forward(self):
+        return hf_logprob_forward(self.model, self.prompts, self.responses, token_budget=self.token_budget)
+
+    def mean_point_position(self, result) -> float:
+        """Mean ``P_j / n`` over the selected starts (``0 < P_j < F``): where the points sit."""
+        fr = [p / len(y) for pts, y, f in zip(result.points, self.responses, result.think_end)
+              for p in pts[1:] if p < f]
+        return sum(fr) / len(fr) if fr else float("nan")
+
     def paper_cost(self, points=None):
         return paper_code_cost(self.model, self.prompts, self.responses, self.answer_ids(),
                                num_segments=self.num_segments, token_budget=self.token_budget,
@@ -427,8 +436,9 @@ class Preset:
 
     def summary(self) -> str:
         n = len(self.prompts)
+        lq, ly = [len(q) for q in self.prompts], [len(y) for y in self.responses]
         return (f"{self.name}: {self.description}; {n} trajectories, prompt "
-                f"{len(self.prompts[0])}, response {len(self.responses[0])}, "
+                f"{min(lq)}-{max(lq)}, response {min(ly)}-{max(ly)} tokens, "
                 f"k={self.num_segments}, token budget {self.token_budget}")
 
 
@@ -486,7 +496,102 @@ def make_gpu_preset(**overrides) -> Preset:
     return _make_preset("gpu", qwen25_1p5b_config(), **overrides)
 
 
-PRESETS = {"cpu": make_cpu_preset, "gpu": make_gpu_preset}
+def gsm8k_trajectories(tokenizer, num: int, offset: int = 0, long_cot: tuple[int, int] | None = None, seed: int = 0):
+    """Real GSM8K problems as trajectories: chat-templated prompt, the reference solution as the
+    CoT (one step per paragraph, then ``</think>`` and the boxed answer), the answer string.
+
+    ``long_cot=(lo, hi)``: a reasoning-model-like CoT of ``lo``-``hi`` tokens instead: the
+    problem's solution, then re-check paragraphs that repeat steps of it and of other problems'
+    solutions ("Wait, let me re-check ..."), each step its own paragraph, until the length is
+    reached; the last paragraphs confirm the answer."""
+    from repro_fast.offline import gsm8k_problems
+
+    problems = gsm8k_problems()
+    rng = random.Random(seed)
+    prompts, responses, answers = [], [], []
+    for i in range(num):
+        p = problems[(offset + i) % len(problems)]
+        chat = [{"role": "user", "content": p.question + " Please reason step by step, and put your "
+                 "final answer within \\boxed{}."}]
+        if getattr(tokenizer, "chat_template", None):
+            prompts.append(list(tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True, return_dict=False)))
+        else:
+            prompts.append(_encode(tokenizer, _chat_prompt_text(chat[0]["content"], "")))
+        text = p.chain_of_thought()
+        if long_cot is not None:
+            target = rng.randint(*long_cot)
+            steps = [s for s in p.solution.splitlines() if s.strip()]
+            paras = list(steps)
+            while len(_encode(tokenizer, "\n\n".join(paras))) < target:
+                other = problems[rng.randrange(len(problems))]
+                pool = steps if rng.random() < 0.6 else [s for s in other.solution.splitlines() if s.strip()]
+                paras.append(f"Wait, let me re-check this step: {rng.choice(pool).strip()}")
+                paras.append(rng.choice(["Yes, that is right.", "That matches what I had.", "Okay, that still holds."]))
+            ids = _encode(tokenizer, "\n\n".join(paras))[:target]
+            text = tokenizer.decode(ids) + f"\n</think>\n\nThe answer is \\boxed{{{p.answer}}}."
+        responses.append(_encode(tokenizer, text))
+        answers.append(p.answer)
+    return prompts, responses, answers
+
+
+def make_real_preset(num_segments: int = 20, num_trajectories: int = 16, **_) -> Preset:
+    """SmolLM2-135M-Instruct (the real model, fp32, CPU) scoring 16 real GSM8K reference
+    solutions as chains of thought (chat-templated prompts), k = 20."""
+    from repro_fast.offline import load_smollm2
+
+    model, tok = load_smollm2()
+    prompts, responses, answers = gsm8k_trajectories(tok, num_trajectories)
+    return Preset(name="real", description="SmolLM2-135M-Instruct (offline GGUF, de-quantized), fp32, CPU; "
+                  "real GSM8K reference solutions as CoTs", model=model, tokenizer=tok, prompts=prompts,
+                  responses=responses, answers=answers, group_ids=[i // 4 for i in range(num_trajectories)],
+                  num_segments=num_segments, token_budget=16384, device="cpu", dtype=torch.float32)
+
+
+def make_long_preset(num_segments: int = 20, num_trajectories: int = 8, response_len=(2048, 4096), **_) -> Preset:
+    """The CPU preset's model and tokenizer on reasoning-model-like CoTs of 2-4k tokens with
+    30-100 paragraph boundaries (GSM8K solutions with re-check paragraphs)."""
+    inp = make_inputs("cpu")
+    tok = inp["tokenizer"]
+    model = build_model(cpu_model_config(len(tok)), "cpu", torch.float32, 0)
+    prompts, responses, answers = gsm8k_trajectories(tok, num_trajectories, offset=20,
+                                                     long_cot=tuple(response_len) if not isinstance(response_len, int) else (response_len, response_len))
+    return Preset(name="long", description="the cpu preset's random Qwen2-style model, fp32, CPU; GSM8K "
+                  "solutions with re-check paragraphs as long CoTs", model=model, tokenizer=tok,
+                  prompts=prompts, responses=responses, answers=answers,
+                  group_ids=[i // 4 for i in range(num_trajectories)], num_segments=num_segments,
+                  token_budget=16384, device="cpu", dtype=torch.float32)
+
+
+def _gpu_random(name: str, config, trajectories) -> Preset:
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"the {name} preset needs a CUDA device")
+    tok = trajectories[0]
+    model = build_model(config, "cuda", torch.bfloat16, 0)
+    prompts, responses, answers = trajectories[1:]
+    return Preset(name=name, description=f"random-weight {type(config).__name__} on CUDA, bf16", model=model,
+                  tokenizer=tok, prompts=prompts, responses=responses, answers=answers,
+                  group_ids=[i // 8 for i in range(len(prompts))], num_segments=20, token_budget=16384,
+                  device="cuda", dtype=torch.bfloat16)
+
+
+def make_gpu_real_preset(**_) -> Preset:
+    """`real`'s GSM8K trajectories (64 of them) on a random-weight model of SmolLM2-135M's configuration."""
+    from repro_fast.offline import load_smollm2
+
+    model, tok = load_smollm2()
+    return _gpu_random("gpu_real", model.config, (tok, *gsm8k_trajectories(tok, 64)))
+
+
+def make_gpu_long_preset(**_) -> Preset:
+    """`long`'s CoTs (16 x 4-8k tokens) on a random-weight Qwen2.5-1.5B configuration."""
+    tok = make_inputs("cpu")["tokenizer"]
+    cfg = qwen25_1p5b_config()
+    cfg.vocab_size = len(tok)
+    return _gpu_random("gpu_long", cfg, (tok, *gsm8k_trajectories(tok, 16, long_cot=(4096, 8192))))
+
+
+PRESETS = {"cpu": make_cpu_preset, "gpu": make_gpu_preset, "real": make_real_preset, "long": make_long_preset,
+           "gpu_real": make_gpu_real_preset, "gpu_long": make_gpu_long_preset}
 
 
 def get_preset(name: str, **overrides) -> Preset:
@@ -563,6 +668,35 @@ def plain_logprob_forward(model, prompts, responses, *, token_budget: int = 1638
             out[i] = logprobs[offset: offset + n]
             offset += n
         del hidden
+    return out
+
+
+@torch.inference_mode()
+def hf_logprob_forward(model, prompts, responses, *, token_budget: int = 16384, temperature: float = 1.0):
+    """What a trainer (TRL) already runs: prompts left-padded, completions right-padded, one
+    Hugging Face forward keeping only the completion logits (``logits_to_keep``), then
+    log-softmax and gather. Returns one fp32 tensor per trajectory."""
+    device = next(model.parameters()).device
+    out: list[torch.Tensor | None] = [None] * len(prompts)
+    for group in _micro_batches([len(q) + len(y) for q, y in zip(prompts, responses)], token_budget):
+        lq = max(len(prompts[i]) for i in group)
+        lc = max(len(responses[i]) for i in group)
+        ids = torch.zeros(len(group), lq + lc, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for j, i in enumerate(group):
+            q, y = list(map(int, prompts[i])), list(map(int, responses[i]))
+            ids[j, lq - len(q): lq + len(y)] = torch.tensor(q + y, dtype=torch.long)
+            mask[j, lq - len(q): lq + len(y)] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        if lc == 0:
+            for i in group:
+                out[i] = torch.empty(0, device=device)
+            continue
+        logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=lc + 1, use_cache=False).logits[:, :-1]
+        logp = torch.log_softmax(logits.float() / temperature, dim=-1).gather(2, ids[:, lq:, None])[..., 0]
+        for j, i in enumerate(group):
+            out[i] = logp[j, : len(responses[i])]
+        del logits, logp
     return out
 
 

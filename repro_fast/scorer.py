@@ -249,7 +249,7 @@ class RePROScorer:
         with scoring_mode(self.model):
             if items:
                 self.adapter.verify(items[0].prompt[:8].tolist())
-            for group in backend.groups(items):
+            for group in backend.groups(items, [plan.num_points(k) for plan in plans]):
                 lengths = [len(items[b].response) for b in group]
                 counts = [plans[b].num_points(k) for b in group]
                 phase1 = backend.token_stats(items, group)  # log-probs, entropies (fast: + cache)

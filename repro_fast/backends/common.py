@@ -158,7 +158,9 @@ class ModelAdapter:
             return
         ids = torch.tensor([sample_ids], device=self.device)
         with torch.autocast(self.device.type, enabled=False):
-            full = self.model(input_ids=ids, use_cache=False).logits[0].float()
+            # The class's own forward: accelerate wraps the instance's `forward` in an autocast
+            # of its own, which would turn bf16 back on inside this block.
+            full = type(self.model).forward(self.model, input_ids=ids, use_cache=False).logits[0].float()
             pos = torch.arange(ids.shape[1], device=self.device)[None]
             hidden, _ = self.hidden(ids, torch.ones_like(ids), pos)
             ours = self.logits(hidden[0]).float()
@@ -228,6 +230,36 @@ def micro_batches(lengths: list[int], token_budget: int) -> list[list[int]]:
     if current:
         batches.append(current)
     return batches
+
+
+def padding_aware_batches(lengths: list[int], extra: list[int], token_budget: int, overhead: int) -> list[list[int]]:
+    """Micro-batches for a two-step pass (phase 1 over ``lengths``, then ``extra`` tokens per
+    sequence in phase 2), each padded to its longest member in both steps.
+
+    Sequences sorted by length (longest first) are cut into runs that minimize the padded
+    tokens ``sum_g B_g * (max length_g + max extra_g)`` plus ``overhead`` tokens per forward
+    (the fixed cost of a launch), with ``B_g * max length_g <= token_budget`` (exact dynamic
+    program over the cut points, O(n * window))."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], -extra[i]))
+    n = len(order)
+    best = [0.0] + [float("inf")] * n
+    cut = [0] * (n + 1)
+    for end in range(1, n + 1):
+        widest = 0
+        for start in range(end - 1, max(-1, end - 1 - 512), -1):
+            widest = max(widest, extra[order[start]])
+            longest = lengths[order[start]]  # sorted: the first of the run is the longest
+            size = end - start
+            if size > 1 and size * longest > token_budget:
+                break
+            cost = best[start] + size * (longest + widest) + overhead
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    runs, end = [], n
+    while end > 0:
+        runs.append([order[i] for i in range(cut[end], end)])
+        end = cut[end]
+    return runs[::-1]
 
 
 def right_padded(seqs: list[np.ndarray], device, pad_id: int = 0):

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from repro_fast.backends.attention import PrefixMeta, phase2_attention, supports_prefix_kernel
-from repro_fast.backends.common import Item, ModelAdapter, ResponsePass, _text_config, micro_batches
+from repro_fast.backends.common import Item, ModelAdapter, ResponsePass, _text_config, padding_aware_batches
 from repro_fast.ops import prefix_attention_mask
 
 
@@ -52,11 +52,16 @@ class FastBackend:
         self.token_budget = token_budget
         self.prefix_kernel = kernels == "triton" and supports_prefix_kernel(model)
 
-    def groups(self, items: list[Item]) -> list[list[int]]:
-        """Micro-batches under the token budget; each keeps one KV cache alive."""
+    def groups(self, items: list[Item], counts: list[int]) -> list[list[int]]:
+        """Micro-batches under the token budget, each keeping one KV cache alive, cut so that
+        phase 1 and phase 2 together pad as little as possible (``counts``: copies per
+        trajectory, from the plans)."""
         lengths = [len(it.prompt) + len(it.response) for it in items]
         self._check_sliding_window(max(lengths, default=0) + max((len(it.answer) for it in items), default=0))
-        return micro_batches(lengths, self.token_budget)
+        copies = [c * (len(it.answer) - 1) for c, it in zip(counts, items)]
+        # A forward's fixed cost in tokens: small on a CPU, thousands on a GPU.
+        overhead = 4096 if self.adapter.device.type == "cuda" else 256
+        return padding_aware_batches(lengths, copies, self.token_budget, overhead)
 
     def _check_sliding_window(self, longest: int) -> None:
         """Phase 2 hands the model one explicit mask for every layer, so a sliding-window layer

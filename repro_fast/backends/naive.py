@@ -23,7 +23,7 @@ class NaiveBackend:
         self.adapter = adapter
         self.token_budget = token_budget
 
-    def groups(self, items: list[Item]) -> list[list[int]]:
+    def groups(self, items: list[Item], counts: list[int]) -> list[list[int]]:
         """One group: the forwards are batched by length across the whole call."""
         return [list(range(len(items)))] if items else []
 
