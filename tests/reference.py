@@ -128,7 +128,7 @@ def think_bounds(tokenizer, y, cfg: RefConfig) -> tuple[int, int]:
 
 def segment_starts_text(tokenizer, y: Sequence[int], E: int, suffixes) -> list[int]:
     """SPEC §3: 1 <= i < E, text(y[0..i)) ends with a suffix, text(y[i]) not whitespace-only
-    (lead's reading: ``decode([y[i]]).strip() == ""`` counts as blank, the empty text too)."""
+    (``decode([y[i]]).strip() == ""`` counts as blank, the empty text too)."""
     out = []
     for i in range(1, E):
         prefix = text_of(tokenizer, y[:i])

@@ -14,7 +14,7 @@
       7 - 2 = 5
       </think>\\boxed{5}<eos>
 
-  Choice (issue 5): the toy task keeps RePro's default ``think_end="</think>"``. ``F`` is then the
+  Choice: the toy task keeps RePro's default ``think_end="</think>"``. ``F`` is then the
   prefix that ends with ``</think>``, ``J(F)`` is the log-prob of ``\\boxed{5}`` right where the
   policy writes it, and nothing after the marker is scored.
 - ``gsm8k``: the 100 real GSM8K problems of `repro_fast.offline.gsm8k_problems` (first 80 for

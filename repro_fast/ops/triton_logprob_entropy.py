@@ -15,7 +15,7 @@ Kernels (z = (hidden @ weight.T + bias) / tau, p = softmax(z) over the vocabular
 * `_bwd_dlogits_kernel`: recomputes one logit tile at a time and writes dL/d(raw logits) for a
   chunk of rows; the two GEMMs of the backward (dL/dhidden, dL/dweight) then run on cuBLAS.
 
-Kept compatible with triton 3.6 (the GPU machine): plain `range` loops, `tl.dot(a, b, acc)`,
+Kept compatible with triton 3.6: plain `range` loops, `tl.dot(a, b, acc)`,
 no tensor descriptors.
 """
 
