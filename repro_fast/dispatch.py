@@ -8,6 +8,8 @@ set the defaults of those arguments (and of the public ops' ``backend=``):
     REPRO_FAST_PLANNER = auto | cpp | python       auto: C++ when repro_fast._C imports
     TRITON_INTERPRET   = 1                         Triton kernels run on CPU (tests); read when
                                                    the kernels are first built, so set it first
+    REPRO_FAST_HEAD_PROGRAMS_PER_SM = N            a tuning knob of the head kernel's vocabulary
+                                                   slicing (benchmark runs), read at each launch
 """
 
 from __future__ import annotations
@@ -24,6 +26,15 @@ PLANNER_CHOICES = ("auto", "cpp", "python")
 
 def triton_interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def head_programs_per_sm(default: int) -> int:
+    value = os.environ.get("REPRO_FAST_HEAD_PROGRAMS_PER_SM", "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"environment variable REPRO_FAST_HEAD_PROGRAMS_PER_SM: expected an int >= 1, got {value!r}")
+    return int(value)
 
 
 def _choice(value, env: str, choices: tuple[str, ...], name: str) -> str:

@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from repro_fast.dispatch import triton_interpret
+from repro_fast.dispatch import head_programs_per_sm, triton_interpret
 
 # `triton.jit` returns an interpreter-backed function when this is set at import time.
 INTERPRET = triton_interpret()
@@ -258,17 +258,15 @@ else:
 # 4 per SM (the first H200 runs) gave 64 x 5 = 320 programs of BLOCK_M = 128 at M = 8192, i.e.
 # 2.4 waves on 132 SMs, about 19% of the time idle. 32 per SM gives about 16 waves (tail < 6%);
 # the partials cost 16 bytes per row and slice (33 slices at M = 8192: 4 MiB).
-# REPRO_FAST_HEAD_PROGRAMS_PER_SM overrides it (read at each launch; for tuning runs).
+# `repro_fast.dispatch.head_programs_per_sm` may override it for tuning runs.
 _PROGRAMS_PER_SM = 32
 
 
 def _num_programs_wanted(device: torch.device) -> int:
     if INTERPRET or device.type != "cuda":
         return 4
-    from os import environ
-
-    per_sm = int(environ.get("REPRO_FAST_HEAD_PROGRAMS_PER_SM", _PROGRAMS_PER_SM))
-    return max(1, per_sm) * torch.cuda.get_device_properties(device).multi_processor_count
+    per_sm = head_programs_per_sm(_PROGRAMS_PER_SM)
+    return per_sm * torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def _vocab_slicing(M: int, V: int, device: torch.device) -> tuple[int, int]:
