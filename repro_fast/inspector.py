@@ -15,6 +15,7 @@ from html import escape
 
 from repro_fast.config import RePROConfig
 from repro_fast.grpo.config import ConfigError
+from repro_fast.rewards import normalize_rewards
 from repro_fast.scorer import RePROScorer
 
 STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1100px;color:#222}
@@ -32,12 +33,10 @@ def colour(z: float) -> str:
 
 
 def normalized(rewards: list[float]) -> list[float]:
-    """SPEC §6 with the trajectory as its group: (r - mean) / (population std + 1e-6)."""
-    if not rewards:
-        return []
-    mean = sum(rewards) / len(rewards)
-    std = (sum((r - mean) ** 2 for r in rewards) / len(rewards)) ** 0.5
-    return [(r - mean) / (std + 1e-6) for r in rewards]
+    """SPEC §6 with the trajectory as its group (the package's own normalization)."""
+    import torch
+
+    return normalize_rewards([torch.tensor(rewards, dtype=torch.float64)], "group", None)[0].tolist()
 
 
 def read_rows(path: str) -> list[dict]:

@@ -57,10 +57,19 @@ def test_fast_uses_triton_head_on_cuda(gpt2_tokenizer, tiny_model_factory, monke
     real = logprob_entropy.fused_logprob_entropy
 
     def spy(*args, **kwargs):
-        calls.append(args[0].device.type)
+        calls.append((args[0].device.type, kwargs.get("backend")))
         return real(*args, **kwargs)
 
+    from repro_fast.ops import prefix_limited_attention
+
+    launches = []
+    real_attention = prefix_limited_attention._prefix_attention_triton
+    monkeypatch.setattr(prefix_limited_attention, "_prefix_attention_triton",
+                        lambda *a, **k: launches.append(a[0].shape) or real_attention(*a, **k))
     monkeypatch.setattr("repro_fast.ops.fused_logprob_entropy", spy)
     model = tiny_model_factory("llama").to("cuda")
-    RePROScorer(model, gpt2_tokenizer, RePROConfig(num_segments=3)).score(*_batch(gpt2_tokenizer))
-    assert calls and set(calls) == {"cuda"}
+    scorer = RePROScorer(model, gpt2_tokenizer, RePROConfig(num_segments=3))
+    assert scorer.kernels == "triton" and scorer.backend.prefix_kernel
+    scorer.score(*_batch(gpt2_tokenizer))
+    assert calls and set(calls) == {("cuda", "triton")}
+    assert launches, "phase 2 did not run the prefix-limited attention kernel"
