@@ -346,15 +346,26 @@ def qwen25_1p5b_config():
     )
 
 
-def build_model(config, device: str, dtype: torch.dtype, seed: int):
-    """A random `Qwen2ForCausalLM` built directly on `device` in `dtype`, in eval mode."""
-    from transformers import Qwen2ForCausalLM
+def build_model(config, device: str, dtype: torch.dtype, seed: int, logit_scale: float = 1.0):
+    """A random causal LM of `config`'s architecture built directly on `device` in `dtype`, in
+    eval mode.
+
+    ``logit_scale``: multiply the final norm's weight. A random model at the usual 0.02
+    initialization gives near-uniform softmaxes, so every entropy is about ``log V`` and, in
+    bf16, many tie; SPEC §4's tie rule then takes the earliest candidates and all points crowd
+    at the start of the CoT (the first H200 run: a token-count bound of 5.07x instead of ~10x).
+    Larger logits spread the entropies over positions, so the points spread over the CoT as on a
+    trained model (the tables report the mean ``P_j / n``)."""
+    from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
     if device.startswith("cuda"):
         torch.cuda.manual_seed_all(seed)
     with torch.device(device):
-        model = Qwen2ForCausalLM._from_config(config, dtype=dtype, attn_implementation="sdpa")
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa")
+    if logit_scale != 1.0:
+        with torch.no_grad():
+            model.get_decoder().norm.weight.mul_(logit_scale)
     model.eval()
     model.requires_grad_(False)
     return model
@@ -473,10 +484,15 @@ def make_inputs(name: str, **overrides) -> dict:
                 group_ids=[i // s["group_size"] for i in range(s["num_trajectories"])])
 
 
+# See `build_model`: logits of a random model at the usual initialization are near zero.
+GPU_LOGIT_SCALE = 4.0  # logit std about 3 at hidden 1536 (0.02 * sqrt(1536) * 4)
+
+
 def _make_preset(name: str, model_config, **overrides) -> Preset:
     inp = make_inputs(name, **overrides)
     cfg = model_config(len(inp["tokenizer"])) if callable(model_config) else model_config
-    model = build_model(cfg, inp["device"], inp["dtype"], inp["seed"])
+    model = build_model(cfg, inp["device"], inp["dtype"], inp["seed"],
+                        logit_scale=GPU_LOGIT_SCALE if inp["device"].startswith("cuda") else 1.0)
     return Preset(name=name, description=inp["description"], model=model,
                   tokenizer=inp["tokenizer"], prompts=inp["prompts"],
                   responses=inp["responses"], answers=inp["answers"],
@@ -566,7 +582,7 @@ def _gpu_random(name: str, config, trajectories) -> Preset:
     if not torch.cuda.is_available():
         raise RuntimeError(f"the {name} preset needs a CUDA device")
     tok = trajectories[0]
-    model = build_model(config, "cuda", torch.bfloat16, 0)
+    model = build_model(config, "cuda", torch.bfloat16, 0, logit_scale=GPU_LOGIT_SCALE)
     prompts, responses, answers = trajectories[1:]
     return Preset(name=name, description=f"random-weight {type(config).__name__} on CUDA, bf16", model=model,
                   tokenizer=tok, prompts=prompts, responses=responses, answers=answers,
