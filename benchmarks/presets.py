@@ -595,7 +595,10 @@ def make_gpu_real_preset(**_) -> Preset:
     from repro_fast.offline import load_smollm2
 
     model, tok = load_smollm2()
-    return _gpu_random("gpu_real", model.config, (tok, *gsm8k_trajectories(tok, 64)))
+    config = model.config
+    if hasattr(config, "quantization_config"):  # the GGUF source, not a property of the architecture
+        del config.quantization_config
+    return _gpu_random("gpu_real", config, (tok, *gsm8k_trajectories(tok, 64)))
 
 
 def make_gpu_long_preset(**_) -> Preset:
