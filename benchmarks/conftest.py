@@ -29,10 +29,11 @@ def _preset(name: str):
     return _CACHE[name]
 
 
-@pytest.fixture(scope="session", params=["cpu", "gpu"])
+@pytest.fixture(scope="session", params=["cpu", "real", "long", "gpu", "gpu_real", "gpu_long"])
 def preset(request):
-    """The `cpu` preset, and the `gpu` preset where CUDA is available (else skipped)."""
-    if request.param == "gpu":
+    """The CPU presets (`cpu`, `real`, `long`), and the GPU presets where CUDA is available
+    (else skipped)."""
+    if request.param.startswith("gpu"):
         import torch
 
         if not torch.cuda.is_available():

@@ -1,9 +1,10 @@
-"""pytest-benchmark: fast score(), naive score(), plain log-prob forward, paper-code cost.
+"""pytest-benchmark: fast score(), naive score(), the plain HF forward a trainer runs, the plain
+forward with the fused head, paper-code cost.
 
     pytest benchmarks/ [--benchmark-json=out.json]
 
-One benchmark group per preset (`score-cpu`, `score-gpu`; the GPU preset is skipped without
-CUDA). Rounds are few on purpose: on 2 CPU cores the whole file takes a few minutes. For the
+One benchmark group per preset (`score-cpu`, `score-real`, `score-long`, `score-gpu`,
+`score-gpu_real`, `score-gpu_long`; the GPU presets are skipped without CUDA). Rounds are few on purpose: on 2 CPU cores the whole file takes a few minutes. For the
 side-by-side table with memory, use `python benchmarks/bench_table.py`.
 """
 
@@ -12,10 +13,8 @@ from __future__ import annotations
 import presets
 
 # (rounds, warmup_rounds) per provider and preset: the slow baselines get fewer rounds.
-ROUNDS = {
-    "cpu": {"fast": (3, 1), "plain": (3, 1), "naive": (1, 0), "paper": (1, 0)},
-    "gpu": {"fast": (3, 1), "plain": (3, 1), "naive": (1, 0), "paper": (1, 0)},
-}
+ROUNDS = {name: {"fast": (3, 1), "hf": (3, 1), "plain": (3, 1), "naive": (1, 0), "paper": (1, 0)}
+          for name in ("cpu", "real", "long", "gpu", "gpu_real", "gpu_long")}
 
 _POINTS: dict = {}  # preset name -> fast score()'s points, reused by the paper-code cost
 
@@ -25,7 +24,7 @@ def _run(benchmark, preset, provider, fn):
     benchmark.group = f"score-{preset.name}"
     benchmark.extra_info.update(
         preset=preset.name, provider=provider, trajectories=len(preset.prompts),
-        prompt_len=len(preset.prompts[0]), response_len=len(preset.responses[0]),
+        prompt_len=max(map(len, preset.prompts)), response_len=max(map(len, preset.responses)),
         num_segments=preset.num_segments, token_budget=preset.token_budget,
     )
     return benchmark.pedantic(fn, rounds=rounds, warmup_rounds=warmup, iterations=1)
@@ -62,6 +61,11 @@ def test_naive_score(benchmark, preset, require_scorer):
     result = _run(benchmark, preset, "naive", _sync(preset, lambda: preset.score(scorer)))
     assert len(result.points) == len(preset.prompts)
     _record_points(benchmark, preset, result)
+
+
+def test_plain_hf_forward(benchmark, preset):
+    out = _run(benchmark, preset, "hf", _sync(preset, preset.hf_forward))
+    assert [len(t) for t in out] == [len(y) for y in preset.responses]
 
 
 def test_plain_logprob_forward(benchmark, preset):
