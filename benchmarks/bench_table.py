@@ -200,6 +200,7 @@ def measure(preset: presets.Preset, provider: str, repeats: int, warmup: int,
         rec["token_bound"] = presets.token_count_bound(
             preset.prompts, preset.responses, preset.answer_ids(), pts)
         rec["mean_point_position"] = preset.mean_point_position(out)
+    rec["summary"] = preset.summary()
     return rec
 
 
@@ -367,7 +368,7 @@ def build_table(preset: str, summary: str, recs: dict) -> tuple[str, list[str], 
         if src in ok and "token_bound" in ok[src]:
             bound = dict(ok[src]["token_bound"], source=f"points of {src} score()")
             break
-    if bound is None:  # no scorer result: estimate with evenly spaced points
+    if bound is None and preset in presets.PRESET_SETTINGS:  # no scorer result: evenly spaced points
         inp = presets.make_inputs(preset)
         k_est = inp["num_segments"]
         pts = [presets.default_points(len(y), k_est) for y in inp["responses"]]
@@ -378,14 +379,15 @@ def build_table(preset: str, summary: str, recs: dict) -> tuple[str, list[str], 
         notes_pos = f"Mean P_j / n of the selected starts (fast): {ok['fast']['mean_point_position']:.3f}."
     else:
         notes_pos = None
-    lines.append(
-        f"| | token-count bound naive/fast | {bound['ratio']:.2f}× "
-        f"| {bound['naive_tokens']:,} / {bound['fast_tokens']:,} tokens | | | |"
-    )
+    if bound:
+        lines.append(
+            f"| | token-count bound naive/fast | {bound['ratio']:.2f}× "
+            f"| {bound['naive_tokens']:,} / {bound['fast_tokens']:,} tokens | | | |"
+        )
 
-    notes = [f"Inputs: {summary}.",
+    notes = [f"Inputs: {summary}."] + ([] if bound is None else [
              f"Token-count bound from {bound['source']}: naive = Σ_b [(|q|+n) + Σ_j (|q|+P_j+|a|)], "
-             "fast = Σ_b [(|q|+n) + (m+1)(|a|-1)]."]
+             "fast = Σ_b [(|q|+n) + (m+1)(|a|-1)]."])
     if notes_pos:
         notes.append(notes_pos)
     heads = {r.get("head") for r in ok.values() if r.get("head")}
@@ -544,8 +546,10 @@ def main(argv=None) -> int:
         if not rec.get("ok") and rec.get("traceback"):
             print(rec["traceback"], file=sys.stderr)
 
-    summary = presets.make_inputs(args.preset)["summary"]
-    table, notes, _ratios = build_table(args.preset, summary, recs)
+    summary = next((r["summary"] for r in recs.values() if r.get("summary")), None)
+    if summary is None and args.preset in presets.PRESET_SETTINGS:
+        summary = presets.make_inputs(args.preset)["summary"]
+    table, notes, _ratios = build_table(args.preset, summary or args.preset, recs)
     spread = [f"{p} " + ", ".join(_fmt_mem(b) for b in r["peak_runs"])
               for p, r in recs.items() if len(r.get("peak_runs", ())) > 1]
     if spread:
