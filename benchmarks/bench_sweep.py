@@ -4,7 +4,7 @@
 
 Inputs (`presets.py`): the CPU preset's random Qwen2-style model and tokenizer on GSM8K
 solutions with re-check paragraphs (the `long` preset's CoTs, 30-100 paragraph boundaries):
-- k in (5, 20, 100, 300) on 8 CoTs of 2-4k tokens;
+- k in (5, 20, 100, 300) on 4 CoTs of 2-4k tokens (`--trajectories`);
 - response length in (0, 64, 256, 1024, 4096) tokens at k = 20 (the CoT cut to that length,
   then the think end and the boxed answer), plus CoTs without any boundary (one point each).
 Per setting, in one process: median time of fast `score()`, of the plain Hugging Face forward a
@@ -29,8 +29,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import presets  # noqa: E402
 
 
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
+def timed(fn, repeats: int, warmup: bool = True) -> float:
+    if warmup:
+        fn()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
@@ -50,7 +51,7 @@ def measure(pre: presets.Preset, k: int, repeats: int, naive_repeats: int) -> di
         "points": sum(len(p) for p in res.points) / len(res.points),
         "fast_s": timed(lambda: pre.score(fast), repeats),
         "plain_s": timed(pre.hf_forward, repeats),
-        "naive_s": timed(lambda: pre.score(naive), naive_repeats),
+        "naive_s": timed(lambda: pre.score(naive), naive_repeats, warmup=False),  # the fast call warmed up
         "token_bound": bound["ratio"],
     }
     rec["fast_over_plain"] = rec["fast_s"] / rec["plain_s"]
@@ -68,6 +69,7 @@ def with_responses(pre: presets.Preset, responses) -> presets.Preset:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="2 CoTs, lengths up to 1024, k up to 100 (a smoke run)")
+    ap.add_argument("--trajectories", type=int, default=4, help="CoTs per setting (default 4)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--naive-repeats", type=int, default=1)
     ap.add_argument("--json", default=None, help="raw records")
@@ -75,7 +77,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="markdown file to append the tables to")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
-    n = 2 if args.quick else 8
+    n = 2 if args.quick else args.trajectories
     long_pre = presets.make_long_preset(num_trajectories=n)
     tok = long_pre.tokenizer
     ks = (5, 20, 100) if args.quick else (5, 20, 100, 300)

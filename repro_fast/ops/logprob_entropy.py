@@ -127,7 +127,7 @@ def _rows_per_chunk(V: int, bytes_per_element: int, copies: int, budget: int) ->
 
 def _torch_forward(hidden, weight, bias, targets, temperature, chunk_rows, with_entropy=True):
     """Returns (logprobs, entropy, lse) in the compute dtype; at most chunk_rows x V logits live.
-    Without ``with_entropy`` the entropy is left 0 (two passes over the logits fewer)."""
+    Without ``with_entropy`` the entropy is left 0 (no probabilities are formed)."""
     M = hidden.shape[0]
     V = weight.shape[0]
     cdt = _compute_dtype(hidden.dtype)
@@ -141,16 +141,25 @@ def _torch_forward(hidden, weight, bias, targets, temperature, chunk_rows, with_
     tgt = torch.where(tgt_ok, targets, torch.zeros_like(targets)).long()
     for start in range(0, M, chunk_rows):
         rows = slice(start, min(M, start + chunk_rows))
-        z = F.linear(hidden[rows].to(cdt), w, b)
-        z.mul_(inv_t)
-        row_lse = torch.logsumexp(z, dim=-1)
-        logp = z.sub_(row_lse[:, None])  # z is not needed any more: reuse its memory
-        logprobs[rows] = logp.gather(1, tgt[rows, None]).squeeze(1)
-        if with_entropy:
-            p = logp.exp()
-            # p == 0 (a -inf logit) contributes 0, not 0 * -inf; a NaN row stays NaN.
-            entropy[rows] = -torch.where(p == 0, 0.0, p * logp).sum(-1)
-        lse[rows] = row_lse
+        z = F.linear(hidden[rows].to(cdt), w, b).mul_(inv_t)
+        if not with_entropy:
+            row_lse = torch.logsumexp(z, dim=-1)
+            logprobs[rows] = z.gather(1, tgt[rows, None])[:, 0] - row_lse
+            lse[rows] = row_lse
+            continue
+        # One exp pass and one [rows, V] temporary: with z shifted by its row max, p = exp(z),
+        # s = sum p, lse = max + log s, H = log s - (p . z) / s (a batched dot, no product
+        # array). -inf logits are clamped after the target is read, so that p = 0 meets a
+        # finite z (never 0 * -inf); a NaN row stays NaN.
+        top = z.amax(-1, keepdim=True)
+        z.sub_(torch.where(torch.isinf(top), 0.0, top))
+        z_target = z.gather(1, tgt[rows, None])[:, 0]
+        p = z.clamp_min_(torch.finfo(cdt).min).exp()
+        total = p.sum(-1)
+        log_total = total.log()
+        logprobs[rows] = z_target - log_total
+        entropy[rows] = log_total - torch.bmm(p[:, None, :], z[:, :, None])[:, 0, 0] / total
+        lse[rows] = top[:, 0] + log_total
     # Rows with an out-of-range target (only reachable on CUDA, see module doc) get NaN.
     logprobs = torch.where(tgt_ok, logprobs, torch.full((), float("nan"), dtype=cdt, device=hidden.device))
     return logprobs, entropy, lse
