@@ -142,9 +142,10 @@ class FastBackend:
         else:
             allowed = prefix_attention_mask(limit, copy_start, phase1.width)[:, None]
             hidden, _ = adapter.hidden(as_t(ids), self._mask(allowed), positions, cache=phase1.cache, use_cache=True)
-        lp, _ = adapter.head_stats(hidden[valid_t], as_t(targets)[valid_t], with_entropy=False)
-        owner_slot = as_t(point_index)[valid_t]
-        return torch.zeros(len(points), dtype=lp.dtype, device=device).index_add_(0, owner_slot, lp)
+        # Index with host-built flat indices, not a boolean mask (which would sync a GPU).
+        real = as_t(np.flatnonzero(valid))
+        lp, _ = adapter.head_stats(hidden.reshape(-1, hidden.shape[-1])[real], as_t(targets[valid]), with_entropy=False)
+        return torch.zeros(len(points), dtype=lp.dtype, device=device).index_add_(0, as_t(point_index[valid]), lp)
 
     def _mask(self, allowed: torch.Tensor) -> torch.Tensor:
         """SDPA and flex take the boolean mask as it is; eager attention adds the mask to its
