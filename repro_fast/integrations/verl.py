@@ -43,7 +43,7 @@ and ``algorithm.repro`` (``alpha``, ``normalize``) on the driver.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Hashable, Sequence
+from typing import Hashable, Sequence
 
 import numpy as np
 import torch
