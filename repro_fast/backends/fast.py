@@ -95,6 +95,8 @@ class FastBackend:
         first = torch.from_numpy(np.array([answers[r][0] for r in owner], dtype=np.int64)).to(device)
         hidden = phase1.hidden.reshape(-1, phase1.hidden.shape[-1])
         totals, _ = adapter.head_stats(hidden[row_start + points], first, with_entropy=False)
+        del hidden
+        phase1.hidden = None  # phase 2 needs only the cache: free [B, L, H] before the extend step
         if any(len(a) > 1 for a in answers):
             totals = totals + self._extend(answers, prompt_len, starts, counts, points, phase1)
         sizes = np.array([len(answers[r]) for r in owner], dtype=np.float32)
