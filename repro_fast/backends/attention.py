@@ -18,6 +18,12 @@ import torch
 
 from repro_fast.ops import prefix_attention
 
+
+def text_config(model):
+    """The decoder's config (multimodal models keep it under ``get_text_config()``)."""
+    cfg = model.config
+    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+
 NAME = "repro_fast_prefix"
 
 
@@ -56,8 +62,7 @@ def register() -> str:
 def supports_prefix_kernel(model) -> bool:
     """Whether phase 2 can run through the kernel: plain softmax attention (no logit
     soft-capping, which the kernel does not apply)."""
-    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    return getattr(cfg, "attn_logit_softcapping", None) is None
+    return getattr(text_config(model), "attn_logit_softcapping", None) is None
 
 
 @contextlib.contextmanager
@@ -76,6 +81,6 @@ def _set_implementation(model, name: str) -> None:
         model.set_attn_implementation(name)
     except (AttributeError, ValueError):
         model.config._attn_implementation = name
-    text_cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    text_cfg = text_config(model)
     if getattr(text_cfg, "_attn_implementation", name) != name:
         text_cfg._attn_implementation = name

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from repro_fast import ops
+from repro_fast.backends.attention import text_config
 
 
 @dataclass
@@ -45,11 +46,6 @@ class ResponsePass:
     width: int = 0
 
 
-def _text_config(model):
-    cfg = model.config
-    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-
-
 class ModelAdapter:
     """A Hugging Face causal LM seen as ``decoder(ids) -> hidden`` and ``head(hidden) -> stats``.
 
@@ -62,7 +58,7 @@ class ModelAdapter:
         self.model = model
         self.temperature = temperature
         self.kernels = kernels
-        text_cfg = _text_config(model)
+        text_cfg = text_config(model)
         self.softcap = getattr(text_cfg, "final_logit_softcapping", None)
         self.logit_scale = getattr(text_cfg, "logit_scale", None)
         self._verified_head = None
@@ -126,7 +122,8 @@ class ModelAdapter:
                 logp = torch.log_softmax(z, dim=-1)
                 lps.append(logp.gather(1, targets[s : s + step, None].long())[:, 0])
                 if with_entropy:
-                    ents.append(-torch.where(logp.exp() == 0, 0.0, logp.exp() * logp).sum(-1))
+                    p = logp.exp()
+                    ents.append(-torch.where(p == 0, 0.0, p * logp).sum(-1))
             empty = hidden.new_zeros(0, dtype=torch.float32)
             lp = torch.cat(lps) if lps else empty
             return lp, (torch.cat(ents) if ents else empty) if with_entropy else None

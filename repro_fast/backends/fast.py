@@ -33,8 +33,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from repro_fast.backends.attention import PrefixMeta, phase2_attention, supports_prefix_kernel
-from repro_fast.backends.common import Item, ModelAdapter, ResponsePass, _text_config, padding_aware_batches
+from repro_fast.backends.attention import PrefixMeta, phase2_attention, supports_prefix_kernel, text_config
+from repro_fast.backends.common import Item, ModelAdapter, ResponsePass, padding_aware_batches
 from repro_fast.ops import prefix_attention_mask
 
 
@@ -43,7 +43,7 @@ class FastBackend:
 
     def __init__(self, adapter: ModelAdapter, token_budget: int, kernels: str):
         model = adapter.model
-        if getattr(_text_config(model), "is_encoder_decoder", False):
+        if getattr(text_config(model), "is_encoder_decoder", False):
             raise TypeError(
                 f"model: {type(model).__name__} is an encoder-decoder; the fast backend needs a "
                 "decoder-only causal LM"
@@ -66,7 +66,7 @@ class FastBackend:
     def _check_sliding_window(self, longest: int) -> None:
         """Phase 2 hands the model one explicit mask for every layer, so a sliding-window layer
         would see keys beyond its window. Only an issue past the window length: refuse there."""
-        cfg = _text_config(self.adapter.model)
+        cfg = text_config(self.adapter.model)
         window = getattr(cfg, "sliding_window", None)
         if window and getattr(cfg, "use_sliding_window", True) is not False and longest > window:
             raise ValueError(
@@ -152,7 +152,7 @@ class FastBackend:
     def _mask(self, allowed: torch.Tensor) -> torch.Tensor:
         """SDPA and flex take the boolean mask as it is; eager attention adds the mask to its
         scores, so it gets the additive form."""
-        impl = getattr(_text_config(self.adapter.model), "_attn_implementation", None) or "eager"
+        impl = getattr(text_config(self.adapter.model), "_attn_implementation", None) or "eager"
         if impl != "eager":
             return allowed
         mask = torch.zeros(allowed.shape, dtype=torch.float32, device=allowed.device)
