@@ -37,6 +37,16 @@ def test_table_pairs_seeds():
     assert "re-checks per response |" not in md.split("| seed |")[0]  # a metric no run reports: no row
 
 
+def test_table_shows_a_dash_for_a_metric_missing_before_training():
+    def run(seed, rechecks):
+        return {"seed": seed, "before": {"accuracy": 0.2},
+                "after": {"accuracy": 0.3, "rechecks_per_rollout": rechecks}}
+
+    result = {"seeds": 2, "task": "toy", "steps": 3, "eval_problems": 8, "machine": "m", "elapsed_s": 60.0,
+              "runs": {"plain GRPO": [run(0, 1.0), run(1, 2.0)], "GRPO + RePro": [run(0, 0.5), run(1, 0.5)]}}
+    assert "| re-checks per response | - | 1.50 ± 6.35 | 0.50 ± 0.00 | -1.00 ± 6.35 |" in table(result)
+
+
 def test_study_one_seed_smoke(tmp_path):
     out = tmp_path / "study"
     main(["study", "--seeds", "1", "--steps", "1", "--sft-steps", "5", "--eval-problems", "8", "--out", str(out),

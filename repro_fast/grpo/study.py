@@ -1,9 +1,6 @@
-"""`repro-fast study`: plain GRPO and GRPO + RePro over several seeds with the same budgets.
-
-Per seed: an SFT warm start (toy task; the GSM8K tasks start from SmolLM2), then both runs from
-it with that seed. Held-out accuracy, mean response length and re-check segments per response
-(toy) before and after training, as the mean and 95% t-interval over seeds, plus the per-seed
-paired difference RePro - GRPO. Writes ``OUT/study.json``, ``OUT/study.md`` and ``OUT/study.png``.
+"""`repro-fast study`: plain GRPO and GRPO + RePro over several seeds, each pair from that seed's SFT
+warm start (toy; GSM8K starts from SmolLM2). Held-out metrics before and after as mean and 95%
+t-interval over seeds, plus the paired difference; writes ``OUT/study.json``, ``.md``, ``.png``.
 """
 
 from __future__ import annotations
@@ -14,6 +11,7 @@ import os
 import platform
 import statistics
 import time
+from pathlib import Path
 
 ARMS = (("plain GRPO", "grpo", 0.0), ("GRPO + RePro", "repro", 0.1))
 METRICS = (("accuracy", "held-out accuracy", 3), ("response_length", "response length (tokens)", 1),
@@ -26,12 +24,13 @@ def interval(xs: list[float]) -> tuple[float, float]:
     if len(xs) < 2:
         return statistics.fmean(xs), math.nan
     df, z = len(xs) - 1, 1.959964
-    # beyond the table, the Cornish-Fisher expansion of the t quantile (error < 2e-3)
+    # beyond the table: the Cornish-Fisher expansion of the t quantile (error < 2e-3)
     t = T975[df - 1] if df <= len(T975) else z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
     return statistics.fmean(xs), t * statistics.stdev(xs) / math.sqrt(len(xs))
 
 
 def machine() -> str:
+    """CPU model, usable cores, torch and Python versions."""
     import torch
 
     try:
@@ -54,6 +53,8 @@ def run_study(out: str = "runs/study", seeds: int = 5, task: str = "toy", steps:
     for name, value in (("seeds", seeds), ("eval_problems", eval_problems)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name}: expected an int >= 1, got {value!r}")
+    if fixed := sorted({"seed", "out", "init", "plots", "overwrite"} & set(grpo)):
+        raise ConfigError(f"set: {fixed[0]} is chosen by the study for each run, not settable")
     arms = [(label, name, alpha if a else 0.0) for label, name, a in ARMS]
     sft_dirs = [os.path.join(out, f"seed{s}", "sft") if task == "toy" else None for s in range(seeds)]
     configs = [[load_config(task=task, init=sft_dir, out=os.path.join(out, f"seed{s}", name), steps=steps, seed=s,
@@ -77,10 +78,8 @@ def run_study(out: str = "runs/study", seeds: int = 5, task: str = "toy", steps:
               "eval_problems": eval_problems, "alpha": alpha, "machine": machine(),
               "elapsed_s": time.perf_counter() - start, "runs": runs}
     result["table"] = table(result)
-    with open(os.path.join(out, "study.json"), "w") as fp:
-        json.dump(result, fp, indent=2)
-    with open(os.path.join(out, "study.md"), "w") as fp:
-        fp.write(result["table"])
+    Path(out, "study.json").write_text(json.dumps(result, indent=2))
+    Path(out, "study.md").write_text(result["table"])
     result["plot"] = plot(result, os.path.join(out, "study.png"))
     print(result["table"])
     print(f"study took {result['elapsed_s']:.0f} s; {out}/study.json, study.md, study.png")
@@ -96,8 +95,10 @@ def table(result: dict) -> str:
     (base, _, _), (rep, _, _) = ARMS
 
     def cell(xs, digits):
+        if not xs:
+            return "-"
         m, h = interval(xs)
-        return f"{m:.{digits}f} ± {h:.{digits}f}" if xs else "-"
+        return f"{m:.{digits}f} ± {h:.{digits}f}"
 
     lines = [f"{result['seeds']} seeds, task {result['task']}, {result['steps']} GRPO steps per run, "
              f"{result['eval_problems']} held-out problems (one sample each at tau = 1); {result['machine']}; "
@@ -111,7 +112,7 @@ def table(result: dict) -> str:
                          f"{cell([x - y for x, y in zip(r, b)], digits)} |")
     lines += ["", "| seed | " + " | ".join(f"{name}: {base} / {rep}" for _, name, _ in METRICS) + " |",
               "|---|" + "---|" * len(METRICS)]
-    for i, (rb, rr) in enumerate(zip(result["runs"][base], result["runs"][rep])):
+    for rb, rr in zip(result["runs"][base], result["runs"][rep]):
         lines.append(f"| {rb['seed']} | " + " | ".join(
             f"{rb['after'].get(k, math.nan):.{d}f} / {rr['after'].get(k, math.nan):.{d}f}" for k, _, d in METRICS) + " |")
     return "\n".join(lines) + "\n"
