@@ -1,26 +1,6 @@
-"""Prefix-limited attention: phase 2 of the fast scorer, where every answer copy attends to
-its own CoT prefix in the shared KV cache plus, causally, to itself.
-
-Layout (transformers' attention interface, so the op plugs in as an attention function)::
-
-    query  [B, Hq,  C,     D]   the C copy tokens of each batch row
-    key    [B, Hkv, L + C, D]   cache (L keys of [q, y]) followed by the copy tokens
-    value  [B, Hkv, L + C, D]
-    limit       [B, C] int      query c sees cache keys [0, limit[b, c])
-    copy_start  [B, C] int      ... and copy keys L + [copy_start[b, c], c]
-    -> out [B, C, Hq, D]
-
-The mask, for a row with two copies of a 2-token answer (P = 1 and P = 3, |q| = 1)::
-
-    keys ->   q  y0 y1 y2 | a0 a1 a0 a1
-    a0 (P=1)  x  x  .  .  | x  .  .  .
-    a1 (P=1)  x  x  .  .  | x  x  .  .
-    a0 (P=3)  x  x  x  x  | .  .  x  .
-    a1 (P=3)  x  x  x  x  | .  .  x  x
-
-Backends (same rule as `fused_logprob_entropy`, `repro_fast.dispatch`): CUDA -> Triton kernel,
-CPU -> torch SDPA with the dense mask. `prefix_attention_naive` in
-`repro_fast/ops/naive.py` is the float64 reference.
+"""Prefix-limited attention, phase 2 of the fast scorer: every answer copy attends to its own CoT
+prefix in the shared KV cache plus, causally, to itself. Triton kernel on CUDA
+(`triton_prefix_attention.py`), SDPA with a dense mask on CPU; reference in `naive.py`.
 """
 
 from __future__ import annotations
@@ -38,33 +18,29 @@ _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def prefix_attention_mask(limit: torch.Tensor, copy_start: torch.Tensor, cache_len: int) -> torch.Tensor:
-    """Boolean ``[B, C, L + C]`` mask (True = visible) of the docstring's rule."""
+    """Boolean ``[B, C, L + C]`` mask (True = visible) of `prefix_attention`'s rule."""
     _, c_len = limit.shape
     keys = torch.arange(cache_len + c_len, device=limit.device)
     query = torch.arange(c_len, device=limit.device)[None, :, None]
     own = keys - cache_len
-    return torch.where(
-        keys < cache_len,
-        keys < limit[:, :, None],
-        (own >= copy_start[:, :, None]) & (own <= query),
-    )
+    own_copy = (own >= copy_start[:, :, None]) & (own <= query)
+    return torch.where(keys < cache_len, keys < limit[:, :, None], own_copy)
 
 
 def _validate(query, key, value, limit, copy_start, scale):
-    for name, t in (("query", query), ("key", key), ("value", value), ("limit", limit),
-                    ("copy_start", copy_start)):
+    for name, t in dict(query=query, key=key, value=value, limit=limit, copy_start=copy_start).items():
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if query.dim() != 4 or key.dim() != 4 or value.dim() != 4:
-        raise ValueError(
-            f"query, key, value must be 4-D [B, H, T, D], got {tuple(query.shape)}, "
-            f"{tuple(key.shape)}, {tuple(value.shape)}"
-        )
-    if query.dtype not in _DTYPES + (torch.float64,) or key.dtype != query.dtype or value.dtype != query.dtype:
-        raise TypeError(f"query, key, value must share one float dtype, got {query.dtype}, {key.dtype}, {value.dtype}")
+    qkv = (query, key, value)
+    if any(t.dim() != 4 for t in qkv):
+        raise ValueError(f"query, key, value must be 4-D [B, H, T, D], got {[tuple(t.shape) for t in qkv]}")
+    if query.dtype not in _DTYPES + (torch.float64,) or any(t.dtype != query.dtype for t in qkv):
+        raise TypeError(f"query, key, value must share one float dtype, got {[t.dtype for t in qkv]}")
     B, Hq, C, D = query.shape
     if key.shape != value.shape or key.shape[0] != B or key.shape[3] != D:
-        raise ValueError(f"key and value must be [B={B}, Hkv, L + C, D={D}], got {tuple(key.shape)}, {tuple(value.shape)}")
+        raise ValueError(
+            f"key and value must be [B={B}, Hkv, L + C, D={D}], got {tuple(key.shape)}, {tuple(value.shape)}"
+        )
     Hkv = key.shape[1]
     if Hkv == 0 or Hq % Hkv:
         raise ValueError(f"query heads ({Hq}) must be a multiple of key/value heads ({Hkv})")
@@ -83,8 +59,7 @@ def _validate(query, key, value, limit, copy_start, scale):
         cache_len = key.shape[2] - C
         if int(limit.min()) < 0 or int(limit.max()) > cache_len:
             raise ValueError(f"limit must lie in [0, L] = [0, {cache_len}]")
-        own = torch.arange(C, device=limit.device)
-        if bool(((copy_start < 0) | (copy_start > own)).any()):
+        if bool(((copy_start < 0) | (copy_start > torch.arange(C, device=limit.device))).any()):
             raise ValueError("copy_start[b, c] must lie in [0, c]")
 
 
@@ -101,14 +76,13 @@ def prefix_attention_torch(query, key, value, limit, copy_start, scale):
 
 
 def kv_splits(cache_len: int, programs: int, block_n: int, interpret: bool) -> tuple[int, int]:
-    """How many programs share one (row block, KV head)'s cache range, and the keys each walks.
-
-    Enough programs to fill the GPU (about 2 waves on 132 SMs), each walking at least 4 KV
-    tiles; under the interpreter a small target still exercises several splits."""
+    """How many programs share one (row block, KV head)'s cache range, and the keys each walks:
+    enough to fill the GPU (about 2 waves on 132 SMs), each walking at least 4 KV tiles; under
+    the interpreter a small target still exercises several splits."""
     target_programs = 8 if interpret else 264
-    splits = max(1, min(-(-max(cache_len, 1) // (4 * block_n)), target_programs // max(1, programs)))
-    keys_per_split = -(-max(cache_len, 1) // (splits * block_n)) * block_n
-    return splits, keys_per_split
+    keys = max(cache_len, 1)
+    splits = max(1, min(-(-keys // (4 * block_n)), target_programs // max(1, programs)))
+    return splits, -(-keys // (splits * block_n)) * block_n
 
 
 def _prefix_attention_triton(query, key, value, limit, copy_start, scale):
@@ -131,8 +105,7 @@ def _prefix_attention_triton(query, key, value, limit, copy_start, scale):
     part_l = torch.empty_like(part_m)
     limit = limit.to(torch.int32)
     copy_start = copy_start.to(torch.int32)
-    grid = (m_blocks, B * Hkv, splits)
-    _prefix_attention_partial_kernel[grid](
+    _prefix_attention_partial_kernel[(m_blocks, B * Hkv, splits)](
         query, key, value, limit, copy_start, part_o, part_m, part_l,
         *query.stride(), *key.stride(), *value.stride(), *limit.stride(), *copy_start.stride(),
         C, L, Hkv, G, D, rows, keys_per_split, scale * math.log2(math.e),
@@ -150,9 +123,19 @@ def _prefix_attention_triton(query, key, value, limit, copy_start, scale):
 
 
 def prefix_attention(query, key, value, limit, copy_start, scale=None, *, backend=None):
-    """Attention of answer copies over a shared prefix cache (see the module docstring).
+    """Attention of answer copies over a shared prefix cache; ``[B, C, Hq, D]`` in the input dtype.
 
-    Returns ``[B, C, Hq, D]`` in the input dtype. ``scale`` defaults to ``1/sqrt(D)``.
+    Layout (transformers' attention interface, so the op plugs in as an attention function)::
+
+        query  [B, Hq,  C,     D]   the C copy tokens of each batch row
+        key    [B, Hkv, L + C, D]   cache (L keys of [q, y]) followed by the copy tokens
+        value  [B, Hkv, L + C, D]
+        limit       [B, C] int      query c sees cache keys [0, limit[b, c])
+        copy_start  [B, C] int      ... and copy keys L + [copy_start[b, c], c]
+
+    E.g. with |q| = 1, the tokens of the copy for CoT prefix P = 3 have limit 1 + 3 (keys q, y0-y2)
+    and copy_start at that copy's first token. ``scale`` defaults to ``1/sqrt(D)``; ``backend``
+    as for `fused_logprob_entropy`.
     """
     if scale is None and isinstance(query, torch.Tensor) and query.dim() == 4:
         scale = query.shape[-1] ** -0.5

@@ -1,15 +1,6 @@
-"""Top-k segment starts by entropy (SPEC §4) for a whole batch, on the device.
-
-    segment_select(entropies [B, n], candidates [B, n] bool, k) -> (starts [B, k], counts [B])
-
-Per row, among the positions where ``candidates`` is True, the ``k`` with the largest entropy,
-ties to the smaller index (fewer than k candidates: all of them); ``starts`` holds them in
-ascending order, padded with -1, in ``min(k, n)`` columns (no row has more candidates than
-positions, so a huge ``k`` costs nothing). Backends as for the other ops: CUDA -> Triton kernel
-(one launch for the batch), CPU -> a stable sort in torch (`repro_fast.dispatch`).
-`segment_select_naive` in `repro_fast/ops/naive.py` is the reference.
-
-This is the package's one implementation of SPEC §4's top-k; both scorer backends use it.
+"""Top-k segment starts by entropy (SPEC §4) for a whole batch, on the device: the package's one
+implementation of SPEC §4's top-k, used by both scorer backends. Triton kernel on CUDA (one
+launch for the batch), a stable sort in torch on CPU; reference in `naive.py`.
 """
 
 from __future__ import annotations
@@ -23,8 +14,8 @@ __all__ = ["segment_select", "segment_select_torch"]
 
 def _validate(entropies, candidates, k):
     if not isinstance(entropies, torch.Tensor) or not entropies.is_floating_point() or entropies.dim() != 2:
-        raise TypeError(f"entropies must be a 2-D float tensor [B, n], got "
-                        f"{tuple(entropies.shape) if isinstance(entropies, torch.Tensor) else type(entropies).__name__}")
+        got = tuple(entropies.shape) if isinstance(entropies, torch.Tensor) else type(entropies).__name__
+        raise TypeError(f"entropies must be a 2-D float tensor [B, n], got {got}")
     if not isinstance(candidates, torch.Tensor) or candidates.dtype != torch.bool:
         raise TypeError("candidates must be a bool tensor [B, n]")
     if candidates.shape != entropies.shape:
@@ -73,7 +64,13 @@ def _segment_select_triton(entropies, candidates, k):
 
 
 def segment_select(entropies, candidates, k, *, backend=None):
-    """See the module docstring. Returns ``(starts [B, min(k, n)] int64, counts [B] int64)``."""
+    """Per row of ``entropies [B, n]``, the ``k`` positions where ``candidates [B, n]`` (bool) is
+    True with the largest entropy, ties to the smaller index (fewer than k candidates: all).
+
+    Returns ``(starts [B, min(k, n)] int64, counts [B] int64)``: starts ascending, padded with -1
+    (no row has more candidates than positions, so a huge ``k`` costs nothing). ``backend`` as
+    for `fused_logprob_entropy`.
+    """
     _validate(entropies, candidates, k)
     # The kernel makes k passes over the row: past a few dozen picks a sort is cheaper.
     if resolve_kernels(backend, entropies.device, "backend") == "triton" and min(k, entropies.shape[1]) <= 64:

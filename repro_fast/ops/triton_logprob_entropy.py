@@ -1,21 +1,6 @@
-"""Triton kernels for the fused LM-head log-prob + entropy op.
-
-Imported lazily by `logprob_entropy.py` on the first Triton call, so that `TRITON_INTERPRET=1`
-set by a test process before that call is honoured (`triton.jit` reads the variable when the
-kernel is decorated, i.e. when this module is imported).
-
-Kernels (z = (hidden @ weight.T + bias) / tau, p = softmax(z) over the vocabulary):
-
-* `_fwd_partial_kernel`: one program per (BLOCK_M rows, slice of the vocabulary). It streams
-  vocabulary tiles, builds each [BLOCK_M, BLOCK_V] logit tile in registers with `tl.dot` over
-  H in BLOCK_K chunks (fp32 accumulation), and keeps an online log-sum-exp plus the running
-  entropy numerator. The [M, V] logits never reach memory.
-* `_fwd_combine_kernel`: merges the per-slice partials of each row into logprob, entropy and
-  logsumexp (the split over V gives parallelism when M is small).
-* `_bwd_dlogits_kernel`: recomputes one logit tile at a time and writes dL/d(raw logits) for a
-  chunk of rows; the two GEMMs of the backward (dL/dhidden, dL/dweight) then run on cuBLAS.
-
-Kept compatible with triton 3.6: plain `range` loops, `tl.dot(a, b, acc)`,
+"""Triton kernels of the fused LM-head log-prob + entropy op, imported lazily by `logprob_entropy.py`
+so that a `TRITON_INTERPRET=1` set by a test before the first Triton call is honoured (`triton.jit`
+reads it at import). Kept compatible with triton 3.6: plain `range` loops, `tl.dot(a, b, acc)`,
 no tensor descriptors.
 """
 
@@ -36,19 +21,17 @@ _INTERPRET_BLOCKS = dict(BLOCK_M=16, BLOCK_V=64, BLOCK_K=32)
 _V_SLICE_QUANTUM = 256
 
 
-def _fwd_configs():
-    cfg = triton.Config
-    return [
-        cfg(dict(BLOCK_M=128, BLOCK_V=128, BLOCK_K=64), num_warps=8, num_stages=3),
-        cfg(dict(BLOCK_M=128, BLOCK_V=256, BLOCK_K=64), num_warps=8, num_stages=3),
-        # Hopper (H100/H200) candidates: one more stage for the 128x256 tile (48 KiB a stage,
-        # 192 KiB of the 227 KiB shared memory) and a tall 256x128 tile (two warpgroups).
-        cfg(dict(BLOCK_M=128, BLOCK_V=256, BLOCK_K=64), num_warps=8, num_stages=4),
-        cfg(dict(BLOCK_M=256, BLOCK_V=128, BLOCK_K=64), num_warps=8, num_stages=3),
-        cfg(dict(BLOCK_M=64, BLOCK_V=128, BLOCK_K=64), num_warps=4, num_stages=4),
-        cfg(dict(BLOCK_M=64, BLOCK_V=256, BLOCK_K=32), num_warps=8, num_stages=4),
-        cfg(dict(BLOCK_M=16, BLOCK_V=256, BLOCK_K=64), num_warps=4, num_stages=4),
-    ]
+_AUTOTUNE_CONFIGS = [
+    triton.Config(dict(BLOCK_M=128, BLOCK_V=128, BLOCK_K=64), num_warps=8, num_stages=3),
+    triton.Config(dict(BLOCK_M=128, BLOCK_V=256, BLOCK_K=64), num_warps=8, num_stages=3),
+    # Hopper (H100/H200) candidates: one more stage for the 128x256 tile (48 KiB a stage,
+    # 192 KiB of the 227 KiB shared memory) and a tall 256x128 tile (two warpgroups).
+    triton.Config(dict(BLOCK_M=128, BLOCK_V=256, BLOCK_K=64), num_warps=8, num_stages=4),
+    triton.Config(dict(BLOCK_M=256, BLOCK_V=128, BLOCK_K=64), num_warps=8, num_stages=3),
+    triton.Config(dict(BLOCK_M=64, BLOCK_V=128, BLOCK_K=64), num_warps=4, num_stages=4),
+    triton.Config(dict(BLOCK_M=64, BLOCK_V=256, BLOCK_K=32), num_warps=8, num_stages=4),
+    triton.Config(dict(BLOCK_M=16, BLOCK_V=256, BLOCK_K=64), num_warps=4, num_stages=4),
+]
 
 
 @triton.jit
@@ -94,9 +77,8 @@ def _fwd_partial_kernel(
     WITH_ENTROPY: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """Online softmax statistics of rows [pid_m*BM, +BM) over vocabulary slice pid_s.
-
-    For the slice's columns c and each row, with z the logits at temperature:
+    """Online softmax statistics of rows [pid_m*BM, +BM) over vocabulary slice pid_s; the [M, V]
+    logits never reach memory. For the slice's columns c and each row:
         m   = max_c z_c
         s   = sum_c exp(z_c - m)
         t   = sum_c exp(z_c - m) * (z_c - m)        (so that entropy = log s - t / s)
@@ -104,22 +86,19 @@ def _fwd_partial_kernel(
     Merging a new tile with max m' >= m rescales by a = exp(m - m'):
         s <- a*s + s_tile,  t <- a*(t + (m - m')*s) + t_tile.
     Keeping t relative to the running max avoids cancelling two large numbers (lse and E[z]).
-    Partials go to [num_slices, M] fp32 buffers, row-major by slice.
+    Partials go to [num_slices, M] fp32 buffers.
     """
     pid_m = tl.program_id(0)
     pid_s = tl.program_id(1)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < M
     tgt = tl.load(targets_ptr + rows, mask=row_ok, other=-1).to(tl.int64)
-
     v_start = pid_s * v_per_slice
     v_end = tl.minimum(v_start + v_per_slice, V)
-
     run_max = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     run_sum = tl.zeros((BLOCK_M,), dtype=tl.float32)
     run_ent = tl.zeros((BLOCK_M,), dtype=tl.float32)
     tgt_logit = tl.zeros((BLOCK_M,), dtype=tl.float32)
-
     for v0 in range(v_start, v_end, BLOCK_V):
         cols = v0 + tl.arange(0, BLOCK_V)
         col_ok = cols < v_end
@@ -162,8 +141,7 @@ def _fwd_combine_kernel(
 ):
     """Merge slice partials per row: m = max_s m_s, a_s = exp(m_s - m),
     S = sum_s a_s s_s, T = sum_s a_s (t_s + (m_s - m) s_s), lse = m + log S,
-    entropy = log S - T / S, logprob = z_target - lse (NaN if the target is outside [0, V):
-    that is how an out-of-range target shows on CUDA, where checking it would cost a sync)."""
+    entropy = log S - T / S, logprob = z_target - lse (NaN if the target is outside [0, V))."""
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     row_ok = rows < M
     m = tl.full((BLOCK,), float("-inf"), dtype=tl.float32)
@@ -205,13 +183,11 @@ def _bwd_dlogits_kernel(
     HAS_BIAS: tl.constexpr, IS_FP32: tl.constexpr, UPCAST_DOT: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """dL/dx for the raw logits x = hidden @ weight.T + bias of one [BLOCK_M, BLOCK_V] tile.
-
-    With z = x / tau, p = softmax(z), log p = z - lse, entropy Hn = -sum p log p:
-        d logp_t / dz_v = [v == t] - p_v
-        d Hn     / dz_v = -p_v (log p_v + Hn)
+    """dL/dx for the raw logits x = hidden @ weight.T + bias of one [BLOCK_M, BLOCK_V] tile, in
+    the dtype of `dlogits_ptr` (the two GEMMs of the backward then run on cuBLAS). With z = x / tau,
+    p = softmax(z), log p = z - lse and entropy Hn = -sum p log p (lse, Hn from the forward):
+        d logp_t / dz_v = [v == t] - p_v,    d Hn / dz_v = -p_v (log p_v + Hn)
     so dL/dx_v = (g_lp ([v == t] - p_v) - g_H p_v (log p_v + Hn)) / tau.
-    Written in the dtype of `dlogits_ptr`; lse and Hn come from the forward.
     """
     pid_m = tl.program_id(0)
     pid_v = tl.program_id(1)
@@ -229,7 +205,6 @@ def _bwd_dlogits_kernel(
     g_lp = tl.load(grad_logprob_ptr + rows, mask=row_ok, other=0.0)
     g_ent = tl.load(grad_entropy_ptr + rows, mask=row_ok, other=0.0)
     tgt = tl.load(targets_ptr + rows, mask=row_ok, other=-1).to(tl.int64)
-
     logp = z - lse[:, None]
     p = tl.exp(logp)
     p_logp_term = p * (tl.where(p > 0, logp, 0.0) + ent[:, None])  # p log p -> 0 as p -> 0
@@ -245,118 +220,81 @@ if INTERPRET:
     _fwd_partial = _fwd_partial_kernel
     _bwd_dlogits = _bwd_dlogits_kernel
 else:
-    _fwd_partial = triton.autotune(configs=_fwd_configs(), key=["H", "V", "HAS_BIAS", "IS_FP32", "WITH_ENTROPY"])(
-        _fwd_partial_kernel
-    )
-    _bwd_dlogits = triton.autotune(configs=_fwd_configs(), key=["H", "V", "HAS_BIAS", "IS_FP32"])(
-        _bwd_dlogits_kernel
-    )
+    _TUNING_KEY = ["H", "V", "HAS_BIAS", "IS_FP32"]
+    _fwd_partial = triton.autotune(_AUTOTUNE_CONFIGS, key=[*_TUNING_KEY, "WITH_ENTROPY"])(_fwd_partial_kernel)
+    _bwd_dlogits = triton.autotune(_AUTOTUNE_CONFIGS, key=_TUNING_KEY)(_bwd_dlogits_kernel)
 
 
 # Forward programs per SM that the vocabulary slicing aims for (when M alone does not give them).
-# Each program streams its whole slice, so with few programs per SM the last wave runs part-empty:
-# 4 per SM (the first H200 runs) gave 64 x 5 = 320 programs of BLOCK_M = 128 at M = 8192, i.e.
-# 2.4 waves on 132 SMs, about 19% of the time idle. 32 per SM gives about 16 waves (tail < 6%);
-# the partials cost 16 bytes per row and slice (33 slices at M = 8192: 4 MiB).
-# `repro_fast.dispatch.head_programs_per_sm` may override it for tuning runs.
+# Each program streams its whole slice, so with few waves the last one runs part-empty: 4 per SM
+# left ~19% of an H200 idle at M = 8192, 32 gives ~16 waves (tail < 6%) for 16 bytes of partials
+# per row and slice. `repro_fast.dispatch.head_programs_per_sm` may override it for tuning runs.
 _PROGRAMS_PER_SM = 32
-
-
-def _num_programs_wanted(device: torch.device) -> int:
-    if INTERPRET or device.type != "cuda":
-        return 4
-    per_sm = head_programs_per_sm(_PROGRAMS_PER_SM)
-    return per_sm * torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def _vocab_slicing(M: int, V: int, device: torch.device) -> tuple[int, int]:
     """(v_per_slice, num_slices): enough programs to fill the device when M is small."""
-    nominal_block_m = _INTERPRET_BLOCKS["BLOCK_M"] if INTERPRET else 64
-    m_blocks = triton.cdiv(M, nominal_block_m)
+    if INTERPRET:
+        programs_wanted = 4
+    else:
+        sms = torch.cuda.get_device_properties(device).multi_processor_count
+        programs_wanted = head_programs_per_sm(_PROGRAMS_PER_SM) * sms
+    m_blocks = triton.cdiv(M, _INTERPRET_BLOCKS["BLOCK_M"] if INTERPRET else 64)  # nominal BLOCK_M
     max_slices = triton.cdiv(V, _V_SLICE_QUANTUM)
-    slices = max(1, min(max_slices, triton.cdiv(_num_programs_wanted(device), m_blocks)))
+    slices = max(1, min(max_slices, triton.cdiv(programs_wanted, m_blocks)))
     v_per_slice = triton.cdiv(triton.cdiv(V, slices), _V_SLICE_QUANTUM) * _V_SLICE_QUANTUM
     return v_per_slice, triton.cdiv(V, v_per_slice)
 
 
-def _flags(hidden: torch.Tensor, bias: torch.Tensor | None) -> dict:
-    return dict(
-        HAS_BIAS=bias is not None,
-        IS_FP32=hidden.dtype == torch.float32,
-        UPCAST_DOT=INTERPRET,
-    )
+def _launch(kernel, v_programs, hidden, weight, bias, targets, temperature, *args, **constexprs) -> None:
+    """Run ``kernel(hidden, weight, bias, targets, *args, 1 / temperature)`` on a (row blocks,
+    v_programs(meta)) grid: the interpreter's fixed blocks, or autotuned ones on CUDA."""
+    def grid(meta):
+        return triton.cdiv(hidden.shape[0], meta["BLOCK_M"]), v_programs(meta)
+
+    bias_arg = bias if bias is not None else hidden  # never read when HAS_BIAS is False
+    flags = dict(HAS_BIAS=bias is not None, IS_FP32=hidden.dtype == torch.float32, UPCAST_DOT=INTERPRET)
+    blocks = _INTERPRET_BLOCKS if INTERPRET else {}
+    kernel[grid](hidden, weight, bias_arg, targets, *args, 1.0 / temperature, **flags, **constexprs, **blocks)
 
 
 def logprob_entropy_fwd(
-    hidden: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    targets: torch.Tensor,
-    temperature: float,
-    with_entropy: bool = True,
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
+    temperature: float, with_entropy: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Forward launcher: returns fp32 (logprobs, entropy, lse), each [M]. Inputs are validated.
-    Without ``with_entropy`` the entropy output is meaningless (not accumulated)."""
+    """Forward launcher on validated inputs: fp32 (logprobs, entropy, lse), each [M]. Without
+    ``with_entropy`` the entropy output is meaningless (not accumulated)."""
     M, H = hidden.shape
     V = weight.shape[0]
     dev = hidden.device
-    logprobs = torch.empty(M, dtype=torch.float32, device=dev)
-    entropy = torch.empty(M, dtype=torch.float32, device=dev)
-    lse = torch.empty(M, dtype=torch.float32, device=dev)
+    logprobs, entropy, lse = (torch.empty(M, dtype=torch.float32, device=dev) for _ in range(3))
     if M == 0:
         return logprobs, entropy, lse
     v_per_slice, num_slices = _vocab_slicing(M, V, dev)
     parts = torch.empty(4, num_slices, M, dtype=torch.float32, device=dev)
-    bias_arg = bias if bias is not None else hidden  # never read when HAS_BIAS is False
-    args = (
-        hidden, weight, bias_arg, targets, parts[0], parts[1], parts[2], parts[3],
-        M, H, V, v_per_slice,
-        hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
-        1.0 / temperature,
+    _launch(
+        _fwd_partial, lambda meta: num_slices, hidden, weight, bias, targets, temperature,
+        *parts, M, H, V, v_per_slice, *hidden.stride(), *weight.stride(), WITH_ENTROPY=with_entropy,
     )
-    if INTERPRET:
-        grid = (triton.cdiv(M, _INTERPRET_BLOCKS["BLOCK_M"]), num_slices)
-        _fwd_partial[grid](*args, **_flags(hidden, bias), WITH_ENTROPY=with_entropy, **_INTERPRET_BLOCKS)
-    else:
-        grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]), num_slices)  # noqa: E731
-        _fwd_partial[grid](*args, **_flags(hidden, bias), WITH_ENTROPY=with_entropy)
     block = 128
     _fwd_combine_kernel[(triton.cdiv(M, block),)](
-        parts[0], parts[1], parts[2], parts[3], targets, logprobs, entropy, lse,
-        M, V, num_slices, BLOCK=block,
+        *parts, targets, logprobs, entropy, lse, M, V, num_slices, BLOCK=block,
     )
     return logprobs, entropy, lse
 
 
 def logprob_entropy_dlogits(
-    hidden: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    targets: torch.Tensor,
-    temperature: float,
-    lse: torch.Tensor,
-    entropy: torch.Tensor,
-    grad_logprobs: torch.Tensor,
-    grad_entropy: torch.Tensor,
-    out: torch.Tensor,
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
+    temperature: float, lse: torch.Tensor, entropy: torch.Tensor,
+    grad_logprobs: torch.Tensor, grad_entropy: torch.Tensor,
 ) -> torch.Tensor:
-    """Write dL/d(raw logits) for the rows of `hidden` (a chunk) into `out` [rows, V]."""
+    """dL/d(raw logits) [rows, V] in the dtype of `hidden`, for its rows (a non-empty chunk)."""
     M, H = hidden.shape
     V = weight.shape[0]
-    if M == 0:
-        return out
-    bias_arg = bias if bias is not None else hidden
-    args = (
-        hidden, weight, bias_arg, targets, lse, entropy, grad_logprobs, grad_entropy, out,
-        M, H, V,
-        hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1), out.stride(0),
-        1.0 / temperature,
+    out = torch.empty(M, V, dtype=hidden.dtype, device=hidden.device)
+    _launch(
+        _bwd_dlogits, lambda meta: triton.cdiv(V, meta["BLOCK_V"]), hidden, weight, bias, targets,
+        temperature, lse, entropy, grad_logprobs, grad_entropy, out, M, H, V,
+        *hidden.stride(), *weight.stride(), out.stride(0),
     )
-    if INTERPRET:
-        blocks = _INTERPRET_BLOCKS
-        grid = (triton.cdiv(M, blocks["BLOCK_M"]), triton.cdiv(V, blocks["BLOCK_V"]))
-        _bwd_dlogits[grid](*args, **_flags(hidden, bias), **blocks)
-    else:
-        grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(V, meta["BLOCK_V"]))  # noqa: E731
-        _bwd_dlogits[grid](*args, **_flags(hidden, bias))
     return out

@@ -1,21 +1,7 @@
-"""Triton kernel: prefix-limited attention for phase 2 of the fast scorer.
-
-Queries are the answer copies of one trajectory, ``C`` tokens in all. Query ``c`` sees
-
-    cache keys  [0, limit[c])                      (the prompt + CoT prefix of its copy)
-    copy keys   L + [copy_start[c], c]             (its own copy, causally)
-
-where ``L`` is the cache length before the copies were appended. Everything else is masked.
-
-Work split:
-- one program per (block of query rows, batch row x KV head, KV split). Query rows are the
-  (copy token, query head) pairs of one KV head, so every K/V tile a program loads serves all
-  the query heads that share it (grouped-query attention) and all copies in the block.
-- The cache range is split across programs (flash-decoding style): phase 2 has few queries
-  (tens to hundreds) and long prefixes, so without the split a handful of programs would walk
-  thousands of keys each. Tiles at or beyond every row's limit are never loaded.
-- Each split writes a partial (running max, running sum, unnormalized output) in fp32; a tiny
-  combine step merges the splits. The own-copy keys are handled by the last split.
+"""Triton kernel of `prefix_attention`. One program per (block of query rows, batch row x KV head,
+KV split): rows are the (copy token, query head) pairs of one KV head, so each K/V tile serves
+every query head sharing it (GQA). Phase 2 has few queries but long prefixes, so the cache range
+is split across programs (flash-decoding) into fp32 partials that the wrapper merges.
 """
 
 from __future__ import annotations
@@ -23,8 +9,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-# A finite "minus infinity" for running maxima: a fully masked tile then gives exp2(-inf) = 0
-# instead of exp2(-inf - -inf) = NaN.
+# A finite "minus infinity" for running maxima: a fully masked tile gives exp2(-inf) = 0, not NaN.
 _NEG_BIG = tl.constexpr(-1.0e30)
 
 
@@ -38,19 +23,14 @@ def _attend_tile(q, k_ptrs, v_ptrs, load_mask, visible, qk_scale, m_i, l_i, acc,
     if FP32_DOT:  # the CPU interpreter's low-precision tl.dot is unreliable
         k = k.to(tl.float32)
         v = v.to(tl.float32)
-    if IEEE:  # fp32 inputs: exact products, not TF32
-        s = tl.dot(q, tl.trans(k), input_precision="ieee")
-    else:
-        s = tl.dot(q, tl.trans(k))
+    precision: tl.constexpr = "ieee" if IEEE else None  # fp32 inputs: exact products, not TF32
+    s = tl.dot(q, tl.trans(k), input_precision=precision)
     s = tl.where(visible, s * qk_scale, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(s, axis=1))
     alpha = tl.exp2(m_i - m_new)
     p = tl.exp2(s - m_new[:, None])
     l_i = l_i * alpha + tl.sum(p, axis=1)
-    if IEEE:
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
-    else:
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=precision)
     return m_new, l_i, acc
 
 
@@ -61,8 +41,7 @@ def _prefix_attention_partial_kernel(
     stride_qb, stride_qh, stride_qc, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
-    stride_lb, stride_lc,
-    stride_sb, stride_sc,
+    stride_lb, stride_lc, stride_sb, stride_sc,
     C, L, HKV, G, D, R, keys_per_split, qk_scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     FP32_DOT: tl.constexpr, IEEE: tl.constexpr,
@@ -73,14 +52,12 @@ def _prefix_attention_partial_kernel(
     num_splits = tl.num_programs(2)
     b = pid_bh // HKV
     kvh = pid_bh % HKV
-
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # row r = (copy token c, head h)
     c = rows // G
     h = kvh * G + rows % G
     row_ok = rows < R
     d = tl.arange(0, BLOCK_D)
     d_ok = d < D
-
     q = tl.load(
         Q + b * stride_qb + h[:, None] * stride_qh + c[:, None] * stride_qc + d[None, :] * stride_qd,
         mask=row_ok[:, None] & d_ok[None, :], other=0.0,
@@ -89,11 +66,9 @@ def _prefix_attention_partial_kernel(
         q = q.to(tl.float32)
     limit = tl.load(LIMIT + b * stride_lb + c * stride_lc, mask=row_ok, other=0)
     copy_start = tl.load(COPY_START + b * stride_sb + c * stride_sc, mask=row_ok, other=C)
-
     m_i = tl.full([BLOCK_M], _NEG_BIG, dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-
     k_base = K + b * stride_kb + kvh * stride_kh
     v_base = V + b * stride_vb + kvh * stride_vh
 
@@ -103,8 +78,7 @@ def _prefix_attention_partial_kernel(
     for start in range(lo, hi, BLOCK_N):
         n = start + tl.arange(0, BLOCK_N)
         m_i, l_i, acc = _attend_tile(
-            q,
-            k_base + n[:, None] * stride_kn + d[None, :] * stride_kd,
+            q, k_base + n[:, None] * stride_kn + d[None, :] * stride_kd,
             v_base + n[:, None] * stride_vn + d[None, :] * stride_vd,
             (n[:, None] < hi) & d_ok[None, :],
             n[None, :] < limit[:, None],
@@ -118,8 +92,7 @@ def _prefix_attention_partial_kernel(
         for start in range(lo_c, hi_c, BLOCK_N):
             j = start + tl.arange(0, BLOCK_N)
             m_i, l_i, acc = _attend_tile(
-                q,
-                k_base + (L + j)[:, None] * stride_kn + d[None, :] * stride_kd,
+                q, k_base + (L + j)[:, None] * stride_kn + d[None, :] * stride_kd,
                 v_base + (L + j)[:, None] * stride_vn + d[None, :] * stride_vd,
                 (j < hi_c)[:, None] & d_ok[None, :],
                 (j[None, :] >= copy_start[:, None]) & (j[None, :] <= c[:, None]),

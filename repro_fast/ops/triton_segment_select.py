@@ -1,10 +1,7 @@
-"""Triton kernel: top-k segment starts per row by entropy (SPEC §4), one launch for the batch.
-
-One program per row. Pick t walks the row once and takes the best remaining candidate in the
-order (entropy descending, index ascending); "remaining" means strictly after the previous pick
-in that order, so nothing has to be written back between picks and ties go to the smaller
-index by construction. O(k * n) reads per row: for k = 20 and n = 8192 that is 160k loads, far
-below one forward pass, and it needs no sort and no scratch memory.
+"""Triton kernel of `segment_select`: one program per row. Pick t walks the row and takes the best
+candidate strictly after pick t-1 in the order (entropy descending, index ascending), so nothing is
+written back between picks and ties go to the smaller index. O(k * n) loads per row (160k for
+k = 20, n = 8192: far below one forward pass), no sort and no scratch memory.
 """
 
 from __future__ import annotations
@@ -38,7 +35,8 @@ def _segment_select_kernel(
             v = tl.where(eligible, val, float("-inf"))
             block_val = tl.max(v, axis=0)
             block_idx = tl.min(tl.where(eligible & (v == block_val), idx, N), axis=0)
-            better = (block_idx < N) & ((block_val > best_val) | ((block_val == best_val) & (block_idx < best_idx)))
+            has_pick = block_idx < N
+            better = has_pick & ((block_val > best_val) | ((block_val == best_val) & (block_idx < best_idx)))
             best_val = tl.where(better, block_val, best_val)
             best_idx = tl.where(better, block_idx, best_idx)
         found = best_idx < N
