@@ -35,7 +35,7 @@ try:
 except ImportError:  # run from a checkout without install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from repro_fast import RePROConfig
-from repro_fast import _planner_cpp
+from repro_fast import dispatch
 from repro_fast.segments import Planner
 
 TARGET_MS = 50.0
@@ -109,16 +109,9 @@ def timed(fn, repeats: int) -> tuple[float, float]:
     return statistics.median(wall), statistics.median(cpu)
 
 
-def with_planner(choice: str, fn):
-    old = os.environ.get(_planner_cpp.ENV_VAR)
-    os.environ[_planner_cpp.ENV_VAR] = choice
-    try:
-        return fn()
-    finally:
-        if old is None:
-            os.environ.pop(_planner_cpp.ENV_VAR)
-        else:
-            os.environ[_planner_cpp.ENV_VAR] = old
+def pack(batch: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The C++ core's packed input: concatenated int64 ids and their ``cu_seqlens``."""
+    return np.concatenate(batch), np.cumsum([0, *(len(ids) for ids in batch)], dtype=np.int64)
 
 
 def main(argv=None) -> int:
@@ -136,17 +129,18 @@ def main(argv=None) -> int:
         cpus = sorted(os.sched_getaffinity(0))[: args.cores]
         os.sched_setaffinity(0, cpus)
         pinned = f"pinned to {len(cpus)} core{'s' if len(cpus) > 1 else ''}"
-    if _planner_cpp.extension() is None:
-        sys.exit(f"repro_fast._C is not built: {_planner_cpp._import_error}")
+    if dispatch.cpp_extension() is None:
+        sys.exit(f"repro_fast._C is not built: {dispatch._extension_error}")
 
     tok = gpt2_tokenizer()
-    planner = Planner(tok, RePROConfig())
-    assert planner.tables.token_bytes is not None
+    cpp_planner = Planner(tok, RePROConfig(), use_cpp=True)
+    py_planner = Planner(tok, RePROConfig(), use_cpp=False)
+    assert cpp_planner.tables.token_bytes is not None
     batch = make_batch(tok, args.batch, args.seq)
     n_tokens = sum(len(x) for x in batch)
 
-    cpp_plans = with_planner("cpp", lambda: planner.plan_batch(batch))
-    py_plans = with_planner("python", lambda: planner.plan_batch(batch))
+    cpp_plans = cpp_planner.plan_batch(batch)
+    py_plans = py_planner.plan_batch(batch)
     same = all(
         (a.think_begin, a.think_end) == (b.think_begin, b.think_end)
         and np.array_equal(a.candidates, b.candidates)
@@ -154,11 +148,11 @@ def main(argv=None) -> int:
     )
     n_cands = sum(len(p.candidates) for p in cpp_plans)
 
-    ids, cu = _planner_cpp.pack(batch)
-    core = planner._cpp  # built by the first C++ call above
+    ids, cu = pack(batch)
+    core = cpp_planner._cpp  # built by the first C++ call above
     t_core, c_core = timed(lambda: core.plan_batch(ids, cu), args.repeats)
-    t_cpp, c_cpp = timed(lambda: with_planner("cpp", lambda: planner.plan_batch(batch)), args.repeats)
-    t_py, c_py = timed(lambda: with_planner("python", lambda: planner.plan_batch(batch)), args.python_repeats)
+    t_cpp, c_cpp = timed(lambda: cpp_planner.plan_batch(batch), args.repeats)
+    t_py, c_py = timed(lambda: py_planner.plan_batch(batch), args.python_repeats)
 
     conf = f"{args.batch} × {args.seq} tokens"
     rows = [

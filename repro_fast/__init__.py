@@ -1,7 +1,6 @@
 """repro_fast: RePro process rewards (arXiv 2512.01925) at the cost of about one forward pass.
 
-Public API (SPEC §7): `RePROConfig`, `RePROScorer`, `RePROResult`, `grpo_advantages`,
-`process_advantages`, and the fused ops in `repro_fast.ops`.
+Public API (SPEC §7): the names in ``__all__`` and the fused ops in `repro_fast.ops`.
 """
 
 from repro_fast.config import RePROConfig

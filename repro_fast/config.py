@@ -1,10 +1,12 @@
-"""`RePROConfig`: every knob of RePro scoring (SPEC §1-8), validated on construction."""
+"""`RePROConfig`: every knob of RePro scoring (SPEC §1-8), validated on construction, and the
+argument checkers shared by the public entry points (errors name the argument)."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 NORMALIZE_MODES = ("group", "batch", "none")
@@ -18,132 +20,115 @@ MAX_SEGMENTS = 1 << 16
 TEMPERATURE_RANGE = (1e-4, 1e4)
 
 
+def check_choice(value, name: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {choices}, got {value!r}")
+    return value
+
+
+def check_int(value, name: str, low: int, high: float = math.inf) -> int:
+    """``value`` as an int in ``[low, high]``; TypeError / ValueError naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+    return int(_in_range(value, name, "an int", low, high))
+
+
+def check_real(value, name: str, low: float = -math.inf, high: float = math.inf) -> float:
+    """``value`` as a finite float in ``[low, high]``; TypeError / ValueError naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise ValueError(f"{name}: expected a finite number, got {value!r}")
+    return _in_range(number, name, "a number", low, high)
+
+
+def _in_range(value, name: str, kind: str, low, high):
+    if not low <= value <= high:
+        bounds = f">= {low}" if high == math.inf else f"in [{low}, {high}]"
+        raise ValueError(f"{name}: expected {kind} {bounds}, got {value!r}")
+    return value
+
+
+def check_sequence(value, name: str, n: int | None = None) -> Sequence:
+    """A list with one entry per trajectory (``n`` of them when given); a str, tensor or array is refused."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(f"{name}: expected a list with one entry per trajectory, got {type(value).__name__}")
+    if n is not None and len(value) != n:
+        raise ValueError(f"{name}: expected {n} entries (one per trajectory), got {len(value)}")
+    return value
+
+
 @dataclass(frozen=True)
 class RePROConfig:
-    """Settings of RePro scoring. Defaults are the paper's (SPEC §7).
+    """Settings of RePro scoring; defaults are the paper's (SPEC §7).
 
-    The fields after ``boundary_suffixes`` reproduce the authors' code (SPEC §8)
-    and tune the execution; none of them changes the default math. Frozen: change a setting
-    with `replace` and assign the new config (``scorer.config = cfg.replace(...)``).
-
-    Attributes:
-        num_segments: ``k``, how many high-entropy segment starts are scored.
-        stability_weight: ``w`` in ``S = (1 - w) S_magn + w S_stab``.
-        alpha: weight of the process advantage in ``A + alpha * A_process``.
-        ema_decay: ``d`` of the NLL moving average used by the stability score.
-        temperature: ``tau``; logits are divided by it before every softmax.
-        normalize: scope of reward normalization: ``"group"``, ``"batch"`` or ``"none"``.
-        answer_template: format string with ``{answer}``, rendered around the ground truth.
-        think_end: end-of-thinking marker searched in the response text; ``None`` disables it.
-        boundary_suffixes: a segment starts after text that ends with one of these.
-        answer_add_special_tokens: authors' code: encode the answer with special tokens (BOS).
-        boundary_mode: ``"text"`` (SPEC §3) or ``"token_id"`` (authors' code: a segment
-            starts after a token whose id is the first id of an encoded suffix).
-        think_end_mode: ``"text"`` (SPEC §1) or ``"token_id"`` (authors' code: the first
-            token id of the encoded ``think_end``, ``F = E + 1``).
-        stability_form: ``"paper"``: ``S_stab = (1 + tau) / 2``; ``"authors_code"``: their
-            ``mono = tau + 1/2`` in [-0.5, 1.5] (SPEC §8).
-        token_budget: most tokens (padding included) one micro-batch forward may hold.
+    The fields after ``boundary_suffixes`` reproduce the authors' code (SPEC §8) or tune the
+    execution; none changes the default math. Frozen: change a setting with `replace` and assign
+    the new config (``scorer.config = cfg.replace(...)``).
     """
 
-    num_segments: int = 20
-    stability_weight: float = 0.1
-    alpha: float = 0.1
-    ema_decay: float = 0.99
-    temperature: float = 1.0
-    normalize: str = "group"
-    answer_template: str = "\\boxed{{{answer}}}"
-    think_end: str | None = "</think>"
-    boundary_suffixes: tuple[str, ...] = ("\n\n", ".\n", "?\n")
+    num_segments: int = 20  # k: how many high-entropy segment starts are scored
+    stability_weight: float = 0.1  # w in S = (1 - w) S_magn + w S_stab
+    alpha: float = 0.1  # weight of the process advantage in A + alpha * A_process
+    ema_decay: float = 0.99  # d of the NLL moving average used by the stability score
+    temperature: float = 1.0  # tau: logits are divided by it before every softmax
+    normalize: str = "group"  # scope of reward normalization: "group", "batch" or "none"
+    answer_template: str = "\\boxed{{{answer}}}"  # rendered around the ground truth
+    think_end: str | None = "</think>"  # end-of-thinking marker in the response text; None: none
+    boundary_suffixes: tuple[str, ...] = ("\n\n", ".\n", "?\n")  # a segment starts after these
     # --- opt-in reproduction of the authors' code (SPEC §8); off by default ---
-    answer_add_special_tokens: bool = False
+    answer_add_special_tokens: bool = False  # encode the answer with special tokens (BOS)
+    # "text" (SPEC §3) or "token_id": a segment starts after the first id of an encoded suffix.
     boundary_mode: str = "text"
+    # "text" (SPEC §1) or "token_id": the first id of the encoded think_end, F = E + 1.
     think_end_mode: str = "text"
+    # "paper": S_stab = (1 + tau) / 2; "authors_code": their mono = tau + 1/2, in [-0.5, 1.5].
     stability_form: str = "paper"
     # --- execution ---
-    token_budget: int = 16384
+    token_budget: int = 16384  # most tokens (padding included) one micro-batch forward may hold
 
     def __post_init__(self) -> None:
         def fail(name: str, expected: str) -> None:
-            raise ValueError(
-                f"RePROConfig.{name}: expected {expected}, got {getattr(self, name)!r}"
-            )
+            raise ValueError(f"RePROConfig.{name}: expected {expected}, got {getattr(self, name)!r}")
 
-        def check_real(name: str) -> float:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise TypeError(
-                    f"RePROConfig.{name}: expected a real number, got {type(value).__name__}"
-                )
-            try:
-                value = float(value)
-            except OverflowError:
-                value = math.inf
-            if not math.isfinite(value):
-                fail(name, "a finite number")
-            return value
-
-        for name in ("num_segments", "token_budget"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(
-                    f"RePROConfig.{name}: expected an int, got {type(value).__name__}"
-                )
-        if not 1 <= self.num_segments <= MAX_SEGMENTS:
-            fail("num_segments", f"an int in [1, {MAX_SEGMENTS}] (more than any chain of thought has segment starts)")
-        if self.token_budget < 1:
-            fail("token_budget", "an int >= 1")
-        for name in ("stability_weight", "ema_decay"):
-            if not 0.0 <= check_real(name) <= 1.0:
-                fail(name, "a number in [0, 1]")
-        check_real("alpha")
-        lo, hi = TEMPERATURE_RANGE
-        if not lo <= check_real("temperature") <= hi:
-            fail("temperature", f"a number in [{lo:g}, {hi:g}] (logits / tau must stay finite and informative)")
-        if self.normalize not in NORMALIZE_MODES:
-            fail("normalize", f"one of {NORMALIZE_MODES}")
-        if self.boundary_mode not in BOUNDARY_MODES:
-            fail("boundary_mode", f"one of {BOUNDARY_MODES}")
-        if self.think_end_mode not in THINK_END_MODES:
-            fail("think_end_mode", f"one of {THINK_END_MODES}")
-        if self.stability_form not in STABILITY_FORMS:
-            fail("stability_form", f"one of {STABILITY_FORMS}")
+        check_int(self.num_segments, "RePROConfig.num_segments", 1, MAX_SEGMENTS)
+        check_int(self.token_budget, "RePROConfig.token_budget", 1)
+        check_real(self.stability_weight, "RePROConfig.stability_weight", 0.0, 1.0)
+        check_real(self.ema_decay, "RePROConfig.ema_decay", 0.0, 1.0)
+        check_real(self.alpha, "RePROConfig.alpha")
+        check_real(self.temperature, "RePROConfig.temperature", *TEMPERATURE_RANGE)
+        check_choice(self.normalize, "RePROConfig.normalize", NORMALIZE_MODES)
+        check_choice(self.boundary_mode, "RePROConfig.boundary_mode", BOUNDARY_MODES)
+        check_choice(self.think_end_mode, "RePROConfig.think_end_mode", THINK_END_MODES)
+        check_choice(self.stability_form, "RePROConfig.stability_form", STABILITY_FORMS)
         if not isinstance(self.answer_template, str) or "{answer}" not in self.answer_template:
             fail("answer_template", "a str containing '{answer}'")
         try:
             self.answer_template.format(answer="0")
         except (IndexError, KeyError, ValueError) as exc:
-            raise ValueError(
-                f"RePROConfig.answer_template: not a valid format string ({exc}); "
-                "write literal braces as '{{' and '}}'"
-            ) from None
+            raise ValueError(f"RePROConfig.answer_template: not a valid format string ({exc}); "
+                             "write literal braces as '{{' and '}}'") from None
         if self.think_end is not None and (not isinstance(self.think_end, str) or not self.think_end):
             fail("think_end", "a non-empty str or None")
-        if isinstance(self.boundary_suffixes, str) or not isinstance(self.boundary_suffixes, (tuple, list)):
+        suffixes = self.boundary_suffixes
+        if not isinstance(suffixes, (tuple, list)) or not all(isinstance(s, str) and s for s in suffixes):
             fail("boundary_suffixes", "a tuple of non-empty str")
-        object.__setattr__(self, "boundary_suffixes", tuple(self.boundary_suffixes))
-        if not all(isinstance(s, str) and s for s in self.boundary_suffixes):
-            fail("boundary_suffixes", "a tuple of non-empty str")
+        object.__setattr__(self, "boundary_suffixes", tuple(suffixes))
         if not isinstance(self.answer_add_special_tokens, bool):
             fail("answer_add_special_tokens", "a bool")
 
     @classmethod
     def authors_code(cls, **overrides) -> "RePROConfig":
-        """The configuration that reproduces the authors' verl code (SPEC §8), not the paper.
-
-        Answer encoded with special tokens, token-id boundaries and think end (first id of the
-        marker), their ``tau + 1/2`` stability term, and ``w = 0`` (their code computes that
-        term, then drops it; its commented-out ``S_magn + 0.1 mono`` is not reproduced).
-        """
-        fields = dict(
-            answer_add_special_tokens=True,
-            boundary_mode="token_id",
-            think_end_mode="token_id",
-            stability_form="authors_code",
-            stability_weight=0.0,
-        )
-        fields.update(overrides)
-        return cls(**fields)
+        """The configuration that reproduces the authors' verl code (SPEC §8), not the paper: answer
+        encoded with special tokens, token-id boundaries and think end, their ``tau + 1/2`` stability
+        term, and ``w = 0`` (their code computes that term, then drops it)."""
+        fields = dict(answer_add_special_tokens=True, boundary_mode="token_id", think_end_mode="token_id",
+                      stability_form="authors_code", stability_weight=0.0)
+        return cls(**(fields | overrides))
 
     def replace(self, **changes) -> "RePROConfig":
         """A copy with some fields changed (validated again)."""

@@ -1,22 +1,15 @@
-"""Which implementation runs: kernels (Triton or torch) and planner (C++ or Python).
-
-One place decides. `RePROScorer` resolves both once, at construction, from its explicit
-``kernels=`` and ``planner=`` arguments and hands the answers down; environment variables only
-set the defaults of those arguments (and of the public ops' ``backend=``):
-
-    REPRO_FAST_KERNELS = auto | triton | torch     auto: Triton for CUDA tensors, torch for CPU
-    REPRO_FAST_PLANNER = auto | cpp | python       auto: C++ when repro_fast._C imports
-    TRITON_INTERPRET   = 1                         Triton kernels run on CPU (tests); read when
-                                                   the kernels are first built, so set it first
-    REPRO_FAST_HEAD_PROGRAMS_PER_SM = N            a tuning knob of the head kernel's vocabulary
-                                                   slicing (benchmark runs), read at each launch
-"""
+"""Which implementation runs: kernels (Triton or torch) and planner (C++ or Python), resolved once per
+scorer from ``kernels=`` / ``planner=``; ``REPRO_FAST_KERNELS`` / ``REPRO_FAST_PLANNER`` set their
+defaults (auto: Triton for CUDA tensors, C++ when ``repro_fast._C`` imports). ``TRITON_INTERPRET=1``
+runs Triton kernels on CPU (tests; set it before the first kernel is built)."""
 
 from __future__ import annotations
 
 import importlib
 import os
 import warnings
+
+from repro_fast.config import check_choice
 
 KERNELS_ENV = "REPRO_FAST_KERNELS"
 PLANNER_ENV = "REPRO_FAST_PLANNER"
@@ -29,21 +22,20 @@ def triton_interpret() -> bool:
 
 
 def head_programs_per_sm(default: int) -> int:
+    """``REPRO_FAST_HEAD_PROGRAMS_PER_SM``, a tuning knob of the head kernel (benchmarks), or ``default``."""
     value = os.environ.get("REPRO_FAST_HEAD_PROGRAMS_PER_SM", "").strip()
     if not value:
         return default
     if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"environment variable REPRO_FAST_HEAD_PROGRAMS_PER_SM: expected an int >= 1, got {value!r}")
+        raise ValueError("environment variable REPRO_FAST_HEAD_PROGRAMS_PER_SM: expected an int >= 1, "
+                         f"got {value!r}")
     return int(value)
 
 
 def _choice(value, env: str, choices: tuple[str, ...], name: str) -> str:
-    source = name
     if value is None:
-        value, source = os.environ.get(env, "").strip().lower() or "auto", f"environment variable {env}"
-    if value not in choices:
-        raise ValueError(f"{source}: expected one of {choices}, got {value!r}")
-    return value
+        value, name = os.environ.get(env, "").strip().lower() or "auto", f"environment variable {env}"
+    return check_choice(value, name, choices)
 
 
 def resolve_kernels(value: str | None, device, name: str = "kernels") -> str:
@@ -52,10 +44,8 @@ def resolve_kernels(value: str | None, device, name: str = "kernels") -> str:
     if choice == "auto":
         return "triton" if getattr(device, "type", device) == "cuda" else "torch"
     if choice == "triton" and getattr(device, "type", device) != "cuda" and not triton_interpret():
-        raise RuntimeError(
-            f"{name}='triton' on {device} tensors needs TRITON_INTERPRET=1, set before the first "
-            "Triton kernel is built (the interpreter); use 'torch' or 'auto' otherwise"
-        )
+        raise RuntimeError(f"{name}='triton' on {device} tensors needs TRITON_INTERPRET=1, set before the "
+                           "first Triton kernel is built (the interpreter); use 'torch' or 'auto' otherwise")
     return choice
 
 
@@ -83,15 +73,10 @@ def resolve_planner(value: str | None, name: str = "planner") -> str:
     if cpp_extension() is not None:
         return "cpp"
     if choice == "cpp":
-        raise ImportError(
-            f"{name}='cpp' but the C++ planner repro_fast._C did not import ({_extension_error}); "
-            "reinstall with `pip install -e .` (needs a C++17 compiler), or use 'python'"
-        )
-    warnings.warn(
-        f"repro_fast._C (the C++ planner) is not available ({_extension_error}); planning runs in "
-        "Python, which is slow for large batches. Reinstall with `pip install -e .` (needs a C++17 "
-        "compiler), or pass planner='python' to silence this.",
-        RuntimeWarning,
-        stacklevel=3,
-    )
+        raise ImportError(f"{name}='cpp' but the C++ planner repro_fast._C did not import "
+                          f"({_extension_error}); reinstall with `pip install -e .` (needs a C++17 "
+                          "compiler), or use 'python'")
+    warnings.warn(f"repro_fast._C (the C++ planner) is not available ({_extension_error}); planning runs in "
+                  "Python, which is slow for large batches. Reinstall with `pip install -e .` (needs a C++17 "
+                  "compiler), or pass planner='python' to silence this.", RuntimeWarning, stacklevel=3)
     return "python"

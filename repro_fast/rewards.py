@@ -1,8 +1,6 @@
-"""SPEC §4-6 on tensors: selection, scores, rewards, normalization and advantages.
-
-Shared by every backend, so backends can only differ in how they compute ``J`` and the
-token statistics. Scores are computed in float64 from whatever precision ``J`` came in.
-"""
+"""SPEC §4-6 on tensors: selection, scores, rewards, normalization and advantages. Shared by
+every backend (they differ only in how they compute ``J`` and the token statistics); scores are
+float64 whatever precision ``J`` came in."""
 
 from __future__ import annotations
 
@@ -14,19 +12,21 @@ import torch
 
 from repro_fast import ops
 from repro_fast.backends.common import padded
-from repro_fast.config import NORMALIZE_MODES, RePROConfig
+from repro_fast.config import (NORMALIZE_MODES, RePROConfig, check_choice, check_int, check_real,
+                               check_sequence)
 from repro_fast.segments import Plan
 
 EPS = 1e-6
 
 
-def select_points(entropies: torch.Tensor, lengths: list[int], plans: list[Plan], k: int, kernels: str) -> torch.Tensor:
+def select_points(
+    entropies: torch.Tensor, lengths: list[int], plans: list[Plan], k: int, kernels: str
+) -> torch.Tensor:
     """SPEC §4: ``P = [0, top-k candidates by entropy (ascending), F]`` of some trajectories.
 
-    ``entropies``: their response entropies back to back (``lengths[b]`` each, on the device).
-    Returns their points back to back (``plans[b].num_points(k)`` each), int64 on the same
-    device: one `ops.segment_select` launch and one gather, no host sync. Already sorted and
-    duplicate-free (`Plan.num_points`).
+    ``entropies``: their response entropies back to back (``lengths[b]`` each). Returns their
+    points back to back (``plans[b].num_points(k)`` each, sorted, distinct), int64 on the same
+    device: one `ops.segment_select` launch and one gather, no host sync.
     """
     device, B = entropies.device, len(plans)
     n_max = max(max(lengths, default=0), 1)
@@ -45,22 +45,6 @@ def select_points(entropies: torch.Tensor, lengths: list[int], plans: list[Plan]
     return source[torch.tensor(index, dtype=torch.long, device=device)]
 
 
-def kendall_tau_a_prefixes(values: torch.Tensor) -> torch.Tensor:
-    """``tau_j`` for j = 1..m: Kendall tau-a between (0..j) and (-e_0..-e_j).
-
-    ``tau_j = sum_{a<b<=j} sign(e_a - e_b) / (j(j+1)/2)``; all prefixes at once in O(m^2).
-    """
-    m = values.numel() - 1
-    if m < 1:
-        return values.new_zeros(0)
-    signs = torch.sign(values[:, None] - values[None, :])  # [a, b] = sign(e_a - e_b)
-    upper = torch.triu(signs, diagonal=1)  # keep a < b
-    per_b = upper.sum(dim=0)  # column b: sum over a < b
-    cumulative = per_b.cumsum(0)[1:]  # pairs with b <= j, for j = 1..m
-    j = torch.arange(1, m + 1, dtype=values.dtype, device=values.device)
-    return cumulative / (j * (j + 1) / 2)
-
-
 def segment_scores(nll: torch.Tensor, config: RePROConfig) -> dict[str, torch.Tensor]:
     """SPEC §5 for one trajectory: ``nll`` = [NLL_0, ..., NLL_m] -> magnitude, stability,
     score and reward per segment (m values each), all float64."""
@@ -72,35 +56,35 @@ def segment_scores(nll: torch.Tensor, config: RePROConfig) -> dict[str, torch.Te
     ema[0] = nll[0]
     for j in range(1, m + 1):  # m <= k + 1: a Python loop is cheaper than a scan here
         ema[j] = d * ema[j - 1] + (1.0 - d) * nll[j]
-    tau = kendall_tau_a_prefixes(ema)
-    if config.stability_form == "paper":
-        s_stab = (1.0 + tau) / 2.0
-    else:  # the authors' code: Kendall tau of (0..j) vs the EMA itself, negated, + 1/2 (SPEC §8)
-        s_stab = tau + 0.5
+    # Kendall tau-a of every prefix at once, in O(m^2): tau_j = sum_{a<b<=j} sign(e_a - e_b) / (j(j+1)/2).
+    signs = torch.triu(torch.sign(ema[:, None] - ema[None, :]), diagonal=1)  # [a, b], a < b
+    j = torch.arange(1, m + 1, dtype=torch.float64, device=nll.device)
+    tau = signs.sum(0).cumsum(0)[1:] / (j * (j + 1) / 2)
+    # The authors' code: Kendall tau of (0..j) vs the EMA itself, negated, + 1/2 (SPEC §8).
+    s_stab = (1.0 + tau) / 2.0 if config.stability_form == "paper" else tau + 0.5
     w = config.stability_weight
     score = (1.0 - w) * s_magn + w * s_stab
-    rewards = score.clone()
-    rewards[1:] = score[1:] - score[:-1]
+    rewards = torch.diff(score, prepend=score.new_zeros(1))  # r_1 = S_1, r_j = S_j - S_{j-1}
     return {"s_magn": s_magn, "s_stab": s_stab, "score": score, "rewards": rewards}
 
 
-def check_group_ids(group_ids, n: int, name: str = "group_ids") -> None:
-    """``None`` or ``n`` hashable ids; a str, tensor or array is refused (it would be read
-    element by element)."""
+def check_group_ids(group_ids, n: int) -> None:
+    """``None`` or ``n`` hashable ids."""
     if group_ids is None:
         return
-    if isinstance(group_ids, (str, bytes, torch.Tensor, np.ndarray)) or not isinstance(group_ids, Sequence):
-        raise TypeError(f"{name}: expected a list of N hashable ids or None, got {type(group_ids).__name__}")
-    if len(group_ids) != n:
-        raise ValueError(f"{name}: expected {n} ids (one per trajectory), got {len(group_ids)}")
-    for b, g in enumerate(group_ids):
+    for b, g in enumerate(check_sequence(group_ids, "group_ids", n)):
         try:
             hash(g)
         except TypeError:
-            raise TypeError(f"{name}[{b}]: expected a hashable id, got {g!r}") from None
+            raise TypeError(f"group_ids[{b}]: expected a hashable id, got {g!r}") from None
 
 
-def _dense_groups(group_ids: Sequence[Hashable] | None, n: int) -> list[int]:
+def scope_ids(normalize: str, n: int, group_ids: Sequence[Hashable] | None) -> list[int] | None:
+    """Dense scope index per trajectory (SPEC §6), or ``None`` for no normalization."""
+    if normalize == "none":
+        return None
+    if normalize == "batch":
+        return [0] * n
     if group_ids is None:
         return list(range(n))  # every trajectory is its own group
     index: dict[Hashable, int] = {}
@@ -108,54 +92,28 @@ def _dense_groups(group_ids: Sequence[Hashable] | None, n: int) -> list[int]:
 
 
 def process_advantages(
-    rewards: Sequence,
-    points: Sequence[Sequence[int]],
-    width: int,
-    group_ids: Sequence[Hashable] | None = None,
-    normalize: str = "group",
-    device=None,
+    rewards: Sequence, points: Sequence[Sequence[int]], width: int,
+    group_ids: Sequence[Hashable] | None = None, normalize: str = "group", device=None,
 ) -> torch.Tensor:
-    """SPEC §6 from raw rewards: normalize over each scope, place ``r'_j`` on token ``P_j - 1``,
-    take the reward-to-go. Float32 ``[N, width]`` on ``device`` (default CPU).
-
-    ``rewards[b]`` (``m_b`` numbers) and ``points[b]`` (``P_0 = 0 < ... < P_m``) come from one
-    or several `RePROResult`s: a trainer whose groups span processes gathers them with the
-    group ids and calls this once on the whole batch.
-    """
-    if normalize not in NORMALIZE_MODES:
-        raise ValueError(f"normalize: expected one of {NORMALIZE_MODES}, got {normalize!r}")
-    if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or width < 0:
-        raise TypeError(f"width: expected an int >= 0, got {width!r}")
-    for name, value in (("rewards", rewards), ("points", points)):
-        if isinstance(value, (str, torch.Tensor, np.ndarray)) or not isinstance(value, Sequence):
-            raise TypeError(f"{name}: expected a list with one entry per trajectory, got {type(value).__name__}")
-    n = len(rewards)
-    if len(points) != n:
-        raise ValueError(f"points: expected {n} entries (one per reward list), got {len(points)}")
+    """SPEC §6 from raw rewards: normalize over each scope, place ``r'_j`` on token ``P_j - 1``, take
+    the reward-to-go; float32 ``[N, width]`` on ``device`` (default CPU). ``rewards`` and ``points``
+    may gather several `RePROResult`s: a trainer whose groups span processes calls this once."""
+    check_choice(normalize, "normalize", NORMALIZE_MODES)
+    width = check_int(width, "width", 0)
+    n = len(check_sequence(rewards, "rewards"))
+    check_sequence(points, "points", n)
     check_group_ids(group_ids, n)
-    raw, pts = [], []
-    for b in range(n):
-        p = [int(x) for x in points[b]]
-        r = _as_float_vector(rewards[b], f"rewards[{b}]")
+    raw = [_as_float_vector(r, f"rewards[{b}]") for b, r in enumerate(rewards)]
+    pts = [[int(x) for x in p] for p in points]
+    for b, (r, p) in enumerate(zip(raw, pts)):
         if not p or p[0] != 0 or any(x >= y for x, y in zip(p, p[1:])) or p[-1] > width:
             raise ValueError(f"points[{b}]: expected 0 = P_0 < P_1 < ... <= width = {width}, got {p}")
         if r.numel() != len(p) - 1:
-            raise ValueError(f"rewards[{b}]: expected {len(p) - 1} values (one per point after P_0), got {r.numel()}")
-        raw.append(r)
-        pts.append(p)
-    normalized = normalize_rewards(raw, normalize, group_ids)
-    return reward_to_go(place(normalized, pts, int(width))).to(device=device or "cpu", dtype=torch.float32)
-
-
-def scope_ids(
-    normalize: str, n: int, group_ids: Sequence[Hashable] | None
-) -> list[int] | None:
-    """Dense scope index per trajectory for normalization, or ``None`` for no normalization."""
-    if normalize == "none":
-        return None
-    if normalize == "batch":
-        return [0] * n
-    return _dense_groups(group_ids, n)
+            raise ValueError(f"rewards[{b}]: expected {len(p) - 1} values (one per point after P_0), "
+                             f"got {r.numel()}")
+    placed = place(normalize_rewards(raw, normalize, group_ids), pts, width)
+    to_go = placed.flip(-1).cumsum(-1).flip(-1)  # A_t = sum over s >= t
+    return to_go.to(device=device or "cpu", dtype=torch.float32)
 
 
 def normalize_rewards(
@@ -163,19 +121,15 @@ def normalize_rewards(
 ) -> list[torch.Tensor]:
     """SPEC §6: ``r' = (r - mu) / (sigma + 1e-6)`` over all placed rewards of a scope
     (population std)."""
-    scopes = scope_ids(normalize, len(rewards), group_ids)
-    if scopes is None:
-        return [r.clone() for r in rewards]
     out = [r.clone() for r in rewards]
+    scopes = scope_ids(normalize, len(rewards), group_ids) or []  # "none": no scope
     for scope in set(scopes):
         members = [b for b, s in enumerate(scopes) if s == scope and rewards[b].numel()]
-        if not members:
-            continue
-        pooled = torch.cat([rewards[b] for b in members])
-        mu = pooled.mean()
-        sigma = pooled.var(unbiased=False).sqrt()
-        for b in members:
-            out[b] = (rewards[b] - mu) / (sigma + EPS)
+        if members:
+            pooled = torch.cat([rewards[b] for b in members])
+            mu, sigma = pooled.mean(), pooled.var(unbiased=False).sqrt()
+            for b in members:
+                out[b] = (rewards[b] - mu) / (sigma + EPS)
     return out
 
 
@@ -188,11 +142,6 @@ def place(values: list[torch.Tensor], points: list[list[int]], n_max: int) -> to
     return out
 
 
-def reward_to_go(token_values: torch.Tensor) -> torch.Tensor:
-    """``A_t = sum_{s >= t} x_s`` along the last dimension."""
-    return token_values.flip(-1).cumsum(-1).flip(-1)
-
-
 def _as_float_vector(x, name: str) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         t = x.detach().to("cpu", torch.float64)
@@ -200,7 +149,7 @@ def _as_float_vector(x, name: str) -> torch.Tensor:
         if isinstance(x, (str, bytes)) or not isinstance(x, (Sequence, np.ndarray)):
             raise TypeError(f"{name}: expected a sequence of numbers, got {type(x).__name__}")
         for i, v in enumerate(x):
-            if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+            if isinstance(v, bool) or not isinstance(v, numbers.Real):
                 raise TypeError(f"{name}[{i}]: expected a real number, got {v!r}")
         t = torch.as_tensor(np.asarray(x, dtype=np.float64))
     if t.ndim != 1:
@@ -211,49 +160,28 @@ def _as_float_vector(x, name: str) -> torch.Tensor:
 
 
 def grpo_advantages(
-    outcome_rewards,
-    group_ids: Sequence[Hashable] | None,
-    process_advantages: torch.Tensor | None = None,
-    response_mask: torch.Tensor | None = None,
-    alpha: float = 0.1,
+    outcome_rewards, group_ids: Sequence[Hashable] | None, process_advantages: torch.Tensor | None = None,
+    response_mask: torch.Tensor | None = None, alpha: float = 0.1,
 ) -> torch.Tensor:
-    """Per-token GRPO advantage with RePro's process term (SPEC §6).
+    """Per-token GRPO advantage with RePro's process term (SPEC §6): float32 ``[N, n_max]``.
 
-    ``A = (R - mean_g R) / (std_g R + 1e-6)`` with the unbiased std over the group (0 for a group
-    of one), then ``A_t = A + alpha * process_advantages[:, t]``.
-
-    Args:
-        outcome_rewards: ``[N]`` outcome rewards ``R``.
-        group_ids: ``N`` hashables (same id = same prompt), or ``None`` (every trajectory alone,
-            so every outcome advantage is 0).
-        process_advantages: ``[N, n_max]`` (``RePROResult.process_advantages``) or ``None``.
-        response_mask: ``[N, n_max]`` bool; where given, padding positions are set to 0.
-        alpha: weight of the process advantage.
-
-    Returns:
-        float32 ``[N, n_max]`` (``n_max`` from ``process_advantages`` or ``response_mask``;
-        ``[N, 1]`` when neither is given), on the device of ``process_advantages`` /
-        ``response_mask``.
+    ``A = (R - mean_g R) / (std_g R + 1e-6)`` over each group of ``group_ids`` (unbiased std; 0 for
+    a group of one, so every ``A`` is 0 when ``group_ids`` is None), then
+    ``A_t = A + alpha * process_advantages[:, t]``, and 0 where ``response_mask`` is False.
+    ``n_max`` and the device come from those two tensors (``[N, 1]`` on CPU when both are None).
     """
     rewards = _as_float_vector(outcome_rewards, "outcome_rewards")
     n = rewards.numel()
     check_group_ids(group_ids, n)
-    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, numbers.Real):
-        raise TypeError(f"alpha: expected a real number, got {type(alpha).__name__}")
-    if not np.isfinite(float(alpha)):
-        raise ValueError(f"alpha: expected a finite number, got {alpha!r}")
-    alpha = float(alpha)
-    groups = torch.tensor(_dense_groups(group_ids, n), dtype=torch.long)
+    alpha = check_real(alpha, "alpha")
+    groups = torch.tensor(scope_ids("group", n, group_ids), dtype=torch.long)
     outcome = torch.zeros(n, dtype=torch.float64)
     for g in groups.unique():
         members = groups == g
-        if members.sum() < 2:
-            continue
-        r = rewards[members]
-        outcome[members] = (r - r.mean()) / (r.std(unbiased=True) + EPS)
-
-    device = None
-    width = 1
+        if members.sum() > 1:
+            r = rewards[members]
+            outcome[members] = (r - r.mean()) / (r.std(unbiased=True) + EPS)
+    device, width = None, 1
     for name, t in (("process_advantages", process_advantages), ("response_mask", response_mask)):
         if t is None:
             continue

@@ -1,133 +1,81 @@
-"""SPEC §1 and §3 on the host: think-end bounds and segment-start candidates.
-
-Both rules are defined on *text* (``tokenizer.decode`` of token ids), so they work for any
-tokenizer. Decoding every prefix of every response would cost O(n^2), so we precompute, once
-per tokenizer, a table of each token's bytes (byte-level BPE: GPT-2, Llama-3, Qwen, SmolLM2,
-...). The text of a sequence is then the UTF-8 decoding of the concatenated bytes, and a text
-suffix or marker made of complete characters shows up in the text exactly where its UTF-8
-bytes show up in the byte string (a marker starts with a lead or ASCII byte, which no
-preceding invalid sequence can swallow). The table is validated against ``tokenizer.decode``
-when it is built; a tokenizer that fails validation (SentencePiece with a stripping decoder,
-say) takes the exact path that decodes prefixes, which is slow but equals the rule by
-definition.
-
-The byte-table path also exists in C++ (``repro_fast._C``, see `repro_fast._planner_cpp`):
-`Planner.plan_batch` sends the whole batch there in one call when the scorer chose it
-(`repro_fast.dispatch.resolve_planner`); this module's Python code is the fallback and the
-reference.
-
-Ids a model can sample but its tokenizer does not name (Qwen pads its embedding past
-``len(tokenizer)``) decode to no text: they get empty bytes and count as blank.
-"""
+"""SPEC §1 and §3 on the host: think-end bounds and segment-start candidates, both defined on
+decoded text. Byte-level BPE tokenizers use a per-token byte table (O(n) per response), others
+decode every prefix (exact, O(n^2)). The C++ twin (``repro_fast._C``, from ``csrc/``) plans
+byte-level batches in one call; this module is the fallback and the reference."""
 
 from __future__ import annotations
 
 import re
 import warnings
 import weakref
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
-from repro_fast import _planner_cpp
 from repro_fast.config import RePROConfig
 from repro_fast.dispatch import cpp_extension
+
+_RAW = {"skip_special_tokens": False, "clean_up_tokenization_spaces": False}
 
 
 def decode(tokenizer, ids) -> str:
     """The text of token ids, exactly as SPEC §1 defines it."""
-    return tokenizer.decode(
-        list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False
-    )
+    return tokenizer.decode(list(ids), **_RAW)
 
 
 @lru_cache(maxsize=1)
 def _byte_level_alphabet() -> dict[str, int]:
     """GPT-2's reversible byte <-> printable-unicode map (byte-level BPE pieces use it)."""
-    printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    chars = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return {chr(c): b for b, c in zip(printable, chars)}
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
+    printable += range(ord("®"), ord("ÿ") + 1)
+    others = [b for b in range(256) if b not in printable]
+    return {chr(b): b for b in printable} | {chr(256 + i): b for i, b in enumerate(others)}
 
 
 class TokenizerTables:
-    """Per-tokenizer tables, built once (see `tables_for`).
-
-    Attributes:
-        vocab_size: ``len(tokenizer)``: valid ids are ``[0, vocab_size)``.
-        token_text: ``decode([id])`` of every id.
-        blank: bool ``[vocab_size]``: the text of the token alone is whitespace-only
-            (``text.strip() == ""``, so a token with empty text counts as blank).
-        token_bytes: the UTF-8 bytes each id contributes to a decoded sequence, or ``None``
-            when the tokenizer is not byte-level (then the exact prefix-decoding path is used).
-    """
+    """Per-tokenizer tables (see `tables_for`). ``blank[id]``: the token's text alone is whitespace
+    or empty; ``token_bytes[id]``: the UTF-8 bytes it adds to a decoded sequence (None unless
+    byte-level). Ids past ``vocab_size`` (Qwen pads its embedding) have no text: empty, blank."""
 
     def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
         self.vocab_size = len(tokenizer)
-        ids = [[i] for i in range(self.vocab_size)]
-        self.token_text: list[str] = tokenizer.batch_decode(
-            ids, skip_special_tokens=False, clean_up_tokenization_spaces=False
-        )
-        self.blank = np.array([t.strip() == "" for t in self.token_text], dtype=bool)
-        self.token_bytes = self._byte_table()
-        self._cpp_tables: dict[int, object] = {}
+        token_text = tokenizer.batch_decode([[i] for i in range(self.vocab_size)], **_RAW)
+        self.blank = np.array([t.strip() == "" for t in token_text], dtype=bool)
+        self.token_bytes = _byte_table(tokenizer, token_text)
+        self.cpp_tables: dict[int, object] = {}  # the C++ table over some number of rows (`Planner`)
 
-    def blank_upto(self, rows: int) -> np.ndarray:
-        """`blank` over ``rows >= vocab_size`` ids (the extra ids are blank)."""
-        return np.concatenate([self.blank, np.ones(max(0, rows - self.vocab_size), dtype=bool)])
 
-    def bytes_upto(self, rows: int) -> list[bytes]:
-        return self.token_bytes + [b""] * max(0, rows - self.vocab_size)
-
-    def cpp_table(self, rows: int):
-        """The byte table over ``rows`` ids as a ``_C.TokenTable`` (built once per size)."""
-        if rows not in self._cpp_tables:
-            self._cpp_tables[rows] = _planner_cpp.make_table(self.bytes_upto(rows), self.blank_upto(rows))
-        return self._cpp_tables[rows]
-
-    def _byte_table(self) -> list[bytes] | None:
-        tok = self.tokenizer
-        alphabet = _byte_level_alphabet()
-        added = {
-            i: getattr(t, "content", str(t))
-            for i, t in getattr(tok, "added_tokens_decoder", {}).items()
-        }
-        try:
-            pieces = tok.convert_ids_to_tokens(list(range(self.vocab_size)))
-        except Exception:  # noqa: BLE001 - any failure just means "not byte-level"
+def _byte_table(tokenizer, token_text: list[str]) -> list[bytes] | None:
+    """Each id's bytes, or None unless the tokenizer is byte-level with a concatenative decode. A
+    sequence's text is then the UTF-8 decoding of its joined bytes, and a suffix or marker of whole
+    characters shows up in the text exactly where its bytes do (it starts with a lead or ASCII
+    byte, which no preceding invalid sequence can swallow)."""
+    alphabet = _byte_level_alphabet()
+    added = getattr(tokenizer, "added_tokens_decoder", {})
+    added = {i: getattr(t, "content", str(t)) for i, t in added.items()}
+    try:
+        pieces = tokenizer.convert_ids_to_tokens(list(range(len(token_text))))
+    except Exception:  # noqa: BLE001 - any failure just means "not byte-level"
+        return None
+    table: list[bytes] = []
+    for i, piece in enumerate(pieces):
+        if i in added:
+            table.append(added[i].encode("utf-8"))
+        elif piece is None or any(ch not in alphabet for ch in piece):
             return None
-        table: list[bytes] = []
-        for i, piece in enumerate(pieces):
-            if i in added:
-                table.append(added[i].encode("utf-8"))
-            elif piece is None or any(ch not in alphabet for ch in piece):
-                return None
-            else:
-                table.append(bytes(alphabet[ch] for ch in piece))
-        # Validate against the tokenizer itself: every single token, and a few sequences that
-        # mix multi-byte characters split across tokens with special tokens.
-        for i, text in enumerate(self.token_text):
-            if table[i].decode("utf-8", errors="replace") != text:
-                return None
-        rng = np.random.default_rng(0)
-        probes = [tok.encode(s, add_special_tokens=False) for s in _PROBE_TEXTS]
-        probes += [rng.integers(0, self.vocab_size, size=48).tolist() for _ in range(8)]
-        for ids in probes:
-            joined = b"".join(table[t] for t in ids).decode("utf-8", errors="replace")
-            if joined != decode(tok, ids):
-                return None
-        return table
+        else:
+            table.append(bytes(alphabet[ch] for ch in piece))
+    # Validate against the tokenizer itself: every single token, and a few sequences that mix
+    # multi-byte characters split across tokens with special tokens.
+    if any(b.decode("utf-8", errors="replace") != text for b, text in zip(table, token_text)):
+        return None
+    rng = np.random.default_rng(0)
+    probes = [tokenizer.encode(s, add_special_tokens=False) for s in _PROBE_TEXTS]
+    probes += [rng.integers(0, len(table), size=48).tolist() for _ in range(8)]
+    joined = (b"".join(table[t] for t in ids).decode("utf-8", errors="replace") for ids in probes)
+    return table if all(text == decode(tokenizer, ids) for text, ids in zip(joined, probes)) else None
 
 
 _PROBE_TEXTS = (
@@ -143,22 +91,18 @@ _TABLE_CACHE_BY_ID: dict[int, TokenizerTables] = {}
 def tables_for(tokenizer) -> TokenizerTables:
     """The cached `TokenizerTables` of a tokenizer (rebuilt if its vocabulary grew)."""
     try:
-        tables = _TABLE_CACHE.get(tokenizer)
+        cache, key = _TABLE_CACHE, tokenizer
+        tables = cache.get(key)
     except TypeError:  # not weak-referenceable
-        tables = _TABLE_CACHE_BY_ID.get(id(tokenizer))
+        cache, key = _TABLE_CACHE_BY_ID, id(tokenizer)
+        tables = cache.get(key)
     if tables is None or tables.vocab_size != len(tokenizer):
         tables = TokenizerTables(tokenizer)
         if tables.token_bytes is None:
-            warnings.warn(
-                f"{type(tokenizer).__name__} is not byte-level (or its decode is not "
-                "concatenative): segment planning decodes every prefix, which is exact but "
-                "O(n^2) per response.",
-                stacklevel=3,
-            )
-        try:
-            _TABLE_CACHE[tokenizer] = tables
-        except TypeError:
-            _TABLE_CACHE_BY_ID[id(tokenizer)] = tables
+            warnings.warn(f"{type(tokenizer).__name__} is not byte-level (or its decode is not "
+                          "concatenative): segment planning decodes every prefix, which is exact but "
+                          "O(n^2) per response.", stacklevel=3)
+        cache[key] = tables
     return tables
 
 
@@ -182,11 +126,8 @@ def _encode(tokenizer, text: str) -> list[int]:
 
 
 class Planner:
-    """Computes `Plan`s for one tokenizer and config. Reuse it across calls.
-
-    ``rows``: ids in ``[0, rows)`` may occur (the model's embedding rows, at least
-    ``len(tokenizer)``); ``use_cpp``: plan byte-level batches in C++.
-    """
+    """Computes `Plan`s for one tokenizer and config; reuse it across calls. ``rows``: ids in
+    ``[0, rows)`` may occur (the model's embedding rows); ``use_cpp``: plan byte-level batches in C++."""
 
     def __init__(self, tokenizer, config: RePROConfig, rows: int | None = None, use_cpp: bool = False):
         self.tokenizer = tokenizer
@@ -194,7 +135,9 @@ class Planner:
         self.tables = tables_for(tokenizer)
         self.rows = max(rows or 0, self.tables.vocab_size)
         self.use_cpp = use_cpp
-        self.blank = self.tables.blank_upto(self.rows)
+        extra = self.rows - self.tables.vocab_size
+        self.blank = np.concatenate([self.tables.blank, np.ones(extra, dtype=bool)])
+        self._bytes = None if self.tables.token_bytes is None else self.tables.token_bytes + [b""] * extra
         self.marker = config.think_end
         self.marker_id = None
         if self.marker is not None and config.think_end_mode == "token_id":
@@ -204,6 +147,8 @@ class Planner:
             if not ids:
                 raise ValueError(f"RePROConfig.think_end: {self.marker!r} encodes to no tokens")
             self.marker_id = ids[0]
+        text_marker = self.marker is not None and self.marker_id is None
+        self._marker_bytes = self.marker.encode("utf-8") if text_marker else None
         self.boundary_ids = None
         if config.boundary_mode == "token_id":
             firsts = [_encode(tokenizer, s)[:1] for s in config.boundary_suffixes]
@@ -213,82 +158,47 @@ class Planner:
         # "\n\n"). One regex per suffix, not one alternation: an alternation reports only the
         # first alternative that matches at a position, and would miss "ab" after "a" matched.
         self._suffix_res = [re.compile(b"(?=" + re.escape(s) + b")") for s in self._suffix_bytes]
-        self._suffix_texts = tuple(config.boundary_suffixes)
         self._cpp = None  # the C++ planner, built on first use
-        self._bytes = self.tables.bytes_upto(self.rows) if self.tables.token_bytes is not None else None
 
-    # ---- SPEC §1: think end ------------------------------------------------------------
     def think_bounds(self, ids: np.ndarray, offsets: np.ndarray | None) -> tuple[int, int]:
-        """(E, F) of one response; ``offsets[i]`` = bytes of ``y[0..i)`` (byte-level only)."""
+        """SPEC §1: (E, F) of one response; ``offsets[i]`` = bytes of ``y[0..i)`` (byte-level only)."""
         n = len(ids)
         if self.marker is None or n == 0:
             return n, n
         if self.marker_id is not None:
             hits = np.flatnonzero(ids == self.marker_id)
             return (int(hits[0]), int(hits[0]) + 1) if len(hits) else (n, n)
-        if offsets is not None:
-            data = self._joined(ids)
-            pos = data.find(self.marker.encode("utf-8"))
-            if pos < 0:
-                return n, n
-            end = pos + len(self.marker.encode("utf-8"))
-            # E: the token whose bytes contain byte `pos`; F: first j with offsets[j] >= end.
-            begin = int(np.searchsorted(offsets, pos, side="right")) - 1
-            finish = int(np.searchsorted(offsets, end, side="left"))
-            return begin, finish
-        return self._think_bounds_exact(ids)
+        if offsets is None:
+            return self._think_bounds_exact(ids)
+        pos = self._joined(ids).find(self._marker_bytes)
+        if pos < 0:
+            return n, n
+        # E: the token whose bytes contain byte `pos`; F: first j with offsets[j] >= marker end.
+        begin = int(np.searchsorted(offsets, pos, side="right")) - 1
+        return begin, int(np.searchsorted(offsets, pos + len(self._marker_bytes), side="left"))
 
     def _think_bounds_exact(self, ids: np.ndarray) -> tuple[int, int]:
         tok, marker, n = self.tokenizer, self.marker, len(ids)
-        full = decode(tok, ids)
-        pos = full.find(marker)
+        pos = decode(tok, ids).find(marker)
         if pos < 0:
             return n, n
-        # Smallest j whose prefix text holds the whole first occurrence (monotone in j).
-        lo, hi = 1, n
-        while lo < hi:
-            mid = (lo + hi) // 2
-            text = decode(tok, ids[:mid])
-            if marker in text and text.find(marker) == pos:
-                hi = mid
-            else:
-                lo = mid + 1
-        finish = lo
-        # The token in which the occurrence begins: last i whose prefix text ends at or before pos.
-        lo, hi = 0, finish - 1
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if len(decode(tok, ids[:mid])) <= pos:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo, finish
+        # Both monotone in the prefix length. F: the first prefix whose text holds the whole first
+        # occurrence; E: the token where it begins, the last i whose prefix text ends by pos.
+        finish = 1 + bisect_left(range(1, n), True, key=lambda j: decode(tok, ids[:j]).find(marker) == pos)
+        return bisect_right(range(finish), pos, key=lambda i: len(decode(tok, ids[:i]))) - 1, finish
 
-    # ---- SPEC §3: segment starts ---------------------------------------------------------
     def candidates(self, ids: np.ndarray, think_begin: int, offsets: np.ndarray | None) -> np.ndarray:
-        if think_begin <= 1:
-            return np.zeros(0, dtype=np.int64)
-        idx = np.arange(1, think_begin, dtype=np.int64)
+        """SPEC §3: the candidate segment starts in ``[1, E)``, ascending."""
+        idx = np.arange(1, max(think_begin, 1), dtype=np.int64)
         if self.boundary_ids is not None:
-            keep = np.isin(ids[idx - 1], self.boundary_ids)
-            return idx[keep]
+            return idx[np.isin(ids[idx - 1], self.boundary_ids)]
         if offsets is not None:
             data = self._joined(ids[:think_begin])
-            ends = np.array(
-                sorted({
-                    m.start() + len(s)
-                    for s, pattern in zip(self._suffix_bytes, self._suffix_res)
-                    for m in pattern.finditer(data)
-                }),
-                dtype=np.int64,
-            )
-            keep = np.isin(offsets[idx], ends) & ~self.blank[ids[idx]]
-            return idx[keep]
-        tok = self.tokenizer
-        keep = [
-            decode(tok, ids[:i]).endswith(self._suffix_texts) and not self.blank[ids[i]]
-            for i in idx
-        ]
+            ends = [m.start() + len(s) for s, pattern in zip(self._suffix_bytes, self._suffix_res)
+                    for m in pattern.finditer(data)]
+            return idx[np.isin(offsets[idx], np.array(ends, dtype=np.int64)) & ~self.blank[ids[idx]]]
+        suffixes = tuple(self.config.boundary_suffixes)
+        keep = [decode(self.tokenizer, ids[:i]).endswith(suffixes) and not self.blank[ids[i]] for i in idx]
         return idx[np.array(keep, dtype=bool)]
 
     def plan(self, ids) -> Plan:
@@ -296,50 +206,38 @@ class Planner:
         return self.plan_batch([ids])[0]
 
     def plan_batch(self, batch) -> list[Plan]:
-        """The `Plan` of every response in ``batch`` (a list of token-id sequences).
-
-        Byte-level tokenizers: one C++ call for the whole batch when ``use_cpp``; otherwise, and
-        for tokenizers without a byte table, the Python planner, one response at a time. Same
-        plans either way.
-        """
+        """The `Plan` of every response in ``batch`` (a list of token-id sequences): one C++
+        call for a byte-level tokenizer when ``use_cpp``, else the Python planner. Same plans."""
         if self.tables.token_bytes is not None and self.use_cpp:
             return self._plan_batch_cpp(batch)
         return [self._plan_python(ids) for ids in batch]
 
     def _plan_batch_cpp(self, batch) -> list[Plan]:
         if self._cpp is None:
+            tables = self.tables.cpp_tables
+            if self.rows not in tables:
+                offsets = np.cumsum([0, *(len(b) for b in self._bytes)], dtype=np.int64)
+                data = np.frombuffer(b"".join(self._bytes), dtype=np.uint8)
+                tables[self.rows] = cpp_extension().TokenTable(data, offsets, self.blank)
+            suffixes = None if self.boundary_ids is not None else self._suffix_bytes
             self._cpp = cpp_extension().Planner(
-                self.tables.cpp_table(self.rows),
-                marker=None if self.marker is None or self.marker_id is not None
-                else self.marker.encode("utf-8"),
-                marker_id=self.marker_id,
-                suffixes=None if self.boundary_ids is not None else self._suffix_bytes,
-                boundary_ids=self.boundary_ids,
+                tables[self.rows], marker=self._marker_bytes, marker_id=self.marker_id,
+                suffixes=suffixes, boundary_ids=self.boundary_ids,
             )
         # A list of int64 arrays is read in place by C++ (no packed copy of the batch).
         responses = [np.asarray(ids, dtype=np.int64).reshape(-1) for ids in batch]
         begin, finish, cands, cands_cu = self._cpp.plan_list(responses)
         begin, finish, cands_cu = begin.tolist(), finish.tolist(), cands_cu.tolist()
-        return [
-            Plan(begin[b], finish[b], cands[cands_cu[b] : cands_cu[b + 1]])
-            for b in range(len(begin))
-        ]
+        return [Plan(begin[b], finish[b], cands[cands_cu[b] : cands_cu[b + 1]]) for b in range(len(begin))]
 
     def _plan_python(self, ids) -> Plan:
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        offsets = self._offsets(ids)
+        offsets = None
+        if self._bytes is not None:  # offsets[i]: bytes of ids[0..i)
+            lengths = np.fromiter((len(self._bytes[t]) for t in ids.tolist()), dtype=np.int64, count=len(ids))
+            offsets = np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(lengths)])
         begin, finish = self.think_bounds(ids, offsets)
         return Plan(begin, finish, self.candidates(ids, begin, offsets))
 
     def _joined(self, ids: np.ndarray) -> bytes:
-        table = self._bytes
-        return b"".join([table[t] for t in ids.tolist()])
-
-    def _offsets(self, ids: np.ndarray) -> np.ndarray | None:
-        if self.tables.token_bytes is None:
-            return None
-        table = self._bytes
-        lengths = np.fromiter((len(table[t]) for t in ids.tolist()), dtype=np.int64, count=len(ids))
-        offsets = np.zeros(len(ids) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        return offsets
+        return b"".join([self._bytes[t] for t in ids.tolist()])

@@ -136,3 +136,36 @@ def test_smollm2_tokenizer_takes_byte_path(smollm2):
         plan = planner.plan(ids)
         E, F, cands = oracle_plan(tok, ids, config)
         assert (plan.think_begin, plan.think_end, plan.candidates.tolist()) == (E, F, cands)
+
+
+class _NotByteLevel:
+    """GPT-2's tokenizer with its byte-level pieces hidden: the planner must fall back to decoding
+    every prefix (the path of SentencePiece-style tokenizers) and still give the text rule."""
+
+    def __init__(self, tok):
+        self._tok = tok
+
+    def __getattr__(self, name):
+        return getattr(self._tok, name)
+
+    def __len__(self):
+        return len(self._tok)
+
+    def convert_ids_to_tokens(self, ids):
+        raise NotImplementedError
+
+
+def test_prefix_decoding_path_equals_text_rule(gpt2_tokenizer):
+    tok = _NotByteLevel(gpt2_tokenizer)
+    config = RePROConfig()
+    with pytest.warns(UserWarning, match="not byte-level"):
+        planner = Planner(tok, config)
+    assert planner.tables.token_bytes is None
+    rng = np.random.default_rng(3)
+    pool = _pool(gpt2_tokenizer)
+    streams = [gpt2_tokenizer.encode(t, add_special_tokens=False) for t in TEXTS]
+    streams += [rng.choice(pool, size=int(rng.integers(0, 40))).tolist() for _ in range(30)]
+    for ids in streams:
+        plan = planner.plan(ids)
+        E, F, cands = oracle_plan(gpt2_tokenizer, ids, config)
+        assert (plan.think_begin, plan.think_end, plan.candidates.tolist()) == (E, F, cands), ids

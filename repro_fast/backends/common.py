@@ -1,12 +1,6 @@
-"""What both backends (and the trainer's loss) share: the model as decoder + LM head, and the
-one forward over ``[q, y]`` that gives every response token's log-prob (and entropy).
-
-Every path runs the model's *decoder* (the stack that ends with the final norm) and applies the
-LM head only to the rows it needs: that is what lets the naive backend compute ``J`` without
-full-vocabulary logits at every position, and the fast backend feed the fused head kernel.
-The split is checked against the model's own forward (`ModelAdapter.verify`) whenever the head
-changes, so a model whose head does something we do not reproduce fails loudly.
-"""
+"""What both backends and the trainer's loss share: the model as decoder + LM head (the head
+applied only to the rows each quantity needs, never full-vocabulary logits everywhere), and the
+one forward over ``[q, y]`` that gives every response token's log-prob (and entropy)."""
 
 from __future__ import annotations
 
@@ -32,12 +26,8 @@ class Item:
 
 @dataclass
 class ResponsePass:
-    """The forward over right-padded ``[q, y]`` of some trajectories.
-
-    ``logprobs`` / ``entropies``: fp32, every response token of the batch back to back
-    (trajectory order), entropies None when not asked for; ``hidden`` ``[B, L, H]`` and
-    ``cache`` are kept only when asked for (the fast backend's phase 2 reads them).
-    """
+    """The forward over right-padded ``[q, y]``: fp32 stats of every response token back to back
+    (entropies None when not asked for); ``hidden`` ``[B, L, H]`` and ``cache`` only when kept."""
 
     logprobs: torch.Tensor
     entropies: torch.Tensor | None
@@ -48,11 +38,8 @@ class ResponsePass:
 
 class ModelAdapter:
     """A Hugging Face causal LM seen as ``decoder(ids) -> hidden`` and ``head(hidden) -> stats``.
-
-    Decoder and head are looked up on every call, never cached: after
-    ``resize_token_embeddings`` or under a wrapper that swaps parameters (FSDP), the adapter
-    sees the model as it is now.
-    """
+    Both are looked up on every call, never cached, so that after ``resize_token_embeddings`` or
+    under a wrapper that swaps parameters (FSDP) the adapter sees the model as it is now."""
 
     def __init__(self, model, temperature: float, kernels: str = "torch"):
         self.model = model
@@ -62,8 +49,7 @@ class ModelAdapter:
         self.softcap = getattr(text_cfg, "final_logit_softcapping", None)
         self.logit_scale = getattr(text_cfg, "logit_scale", None)
         self._verified_head = None
-        # transformers >= 5.2x names the KV cache argument `cache`, earlier releases
-        # `past_key_values`.
+        # transformers >= 5.2x names the KV cache argument `cache`, earlier releases `past_key_values`.
         params = inspect.signature(model.get_decoder().forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
 
@@ -94,52 +80,41 @@ class ModelAdapter:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
 
-    def head_stats(
-        self, hidden: torch.Tensor, targets: torch.Tensor, with_entropy: bool = True
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """fp32 ``(log p(target), entropy or None)`` at temperature tau for rows ``[R, H]``.
-
-        Under `torch.autocast` the head multiplies in the autocast dtype (as the trainer's own
-        forward does) but accumulates and normalizes in fp32, never over rounded logits."""
-        head = self.head
-        dtype = head.weight.dtype
-        if torch.is_autocast_enabled(hidden.device.type):
-            dtype = torch.get_autocast_dtype(hidden.device.type)
-        with torch.autocast(hidden.device.type, enabled=False):
-            plain = isinstance(head, torch.nn.Linear) and self.softcap is None and self.logit_scale is None
-            if plain:
-                h, w = hidden.to(dtype), head.weight.to(dtype)
-                b = head.bias.to(dtype) if head.bias is not None else None
+    def head_stats(self, hidden: torch.Tensor, targets: torch.Tensor,
+                   with_entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """fp32 ``(log p(target), entropy or None)`` at temperature tau for rows ``[R, H]``. Under
+        `torch.autocast` the head multiplies in the autocast dtype (as the trainer's own forward
+        does) but accumulates and normalizes in fp32, never over rounded logits."""
+        head, device_type = self.head, hidden.device.type
+        autocast = torch.is_autocast_enabled(device_type)
+        dtype = torch.get_autocast_dtype(device_type) if autocast else head.weight.dtype
+        with torch.autocast(device_type, enabled=False):
+            if isinstance(head, torch.nn.Linear) and self.softcap is None and self.logit_scale is None:
+                args = (hidden.to(dtype), head.weight.to(dtype), targets, self.temperature)
+                kwargs = {"bias": None if head.bias is None else head.bias.to(dtype), "backend": self.kernels}
                 if with_entropy:
-                    return ops.fused_logprob_entropy(h, w, targets, self.temperature, bias=b, backend=self.kernels)
-                return ops.fused_logprob(h, w, targets, self.temperature, bias=b, backend=self.kernels), None
+                    return ops.fused_logprob_entropy(*args, **kwargs)
+                return ops.fused_logprob(*args, **kwargs), None
             # Other heads (soft-capping, logit scale, custom modules): chunked torch over the
             # real head, with the same rounding of its input.
             lps, ents = [], []
             step = max(1, (1 << 24) // max(head.weight.shape[0], 1))
-            for s in range(0, hidden.shape[0], step):
-                z = self.logits(hidden[s : s + step].to(dtype)).float() / self.temperature
-                logp = torch.log_softmax(z, dim=-1)
-                lps.append(logp.gather(1, targets[s : s + step, None].long())[:, 0])
+            for rows, rows_targets in zip(hidden.split(step), targets.split(step)):
+                logp = torch.log_softmax(self.logits(rows.to(dtype)).float() / self.temperature, dim=-1)
+                lps.append(logp.gather(1, rows_targets[:, None].long())[:, 0])
                 if with_entropy:
                     p = logp.exp()
                     ents.append(-torch.where(p == 0, 0.0, p * logp).sum(-1))
-            empty = hidden.new_zeros(0, dtype=torch.float32)
-            lp = torch.cat(lps) if lps else empty
-            return lp, (torch.cat(ents) if ents else empty) if with_entropy else None
+            return torch.cat(lps), torch.cat(ents) if with_entropy else None
 
     def hidden(self, input_ids, attention_mask, position_ids, cache=None, use_cache=False, **kwargs):
         """Final hidden states ``[B, L, H]`` and the KV cache (when ``use_cache``); extra keyword
-        arguments travel down to the attention functions."""
+        arguments go down to the attention functions."""
         if cache is not None:
             kwargs[self._cache_arg] = cache
         out = self.model.get_decoder()(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            use_cache=use_cache,
-            return_dict=True,
-            **kwargs,
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+            use_cache=use_cache, return_dict=True, **kwargs,
         )
         cache_out = getattr(out, "cache", None)
         if cache_out is None:
@@ -153,31 +128,25 @@ class ModelAdapter:
         key = (id(head), tuple(head.weight.shape), head.weight.dtype)
         if self._verified_head == key:
             return
-        ids = torch.tensor([sample_ids], device=self.device)
+        ids, mask, pos = right_padded([np.asarray(sample_ids, dtype=np.int64)], self.device)
         with torch.autocast(self.device.type, enabled=False):
             # The class's own forward: accelerate wraps the instance's `forward` in an autocast
             # of its own, which would turn bf16 back on inside this block.
             full = type(self.model).forward(self.model, input_ids=ids, use_cache=False).logits[0].float()
-            pos = torch.arange(ids.shape[1], device=self.device)[None]
-            hidden, _ = self.hidden(ids, torch.ones_like(ids), pos)
+            hidden, _ = self.hidden(ids, mask, pos)
             ours = self.logits(hidden[0]).float()
         if not torch.isfinite(full).all():
-            raise ValueError(
-                "model: produced NaN or inf logits on the first prompt's tokens; "
-                "check the model's weights and dtype"
-            )
+            raise ValueError("model: produced NaN or inf logits on the first prompt's tokens; "
+                             "check the model's weights and dtype")
         scale = full.abs().max().clamp_min(1.0)
         if not torch.allclose(ours, full, atol=1e-3 * float(scale), rtol=1e-3):
-            raise TypeError(
-                f"model: {type(self.model).__name__}'s forward does not equal its decoder "
-                "(get_decoder()) followed by its output embeddings (get_output_embeddings()); "
-                "repro_fast cannot split this model into decoder + LM head"
-            )
+            raise TypeError(f"model: {type(self.model).__name__}'s forward does not equal its decoder "
+                            "(get_decoder()) followed by its output embeddings (get_output_embeddings()); "
+                            "repro_fast cannot split this model into decoder + LM head")
         self._verified_head = key
 
-    def response_pass(
-        self, prompts, responses, *, with_entropy: bool = True, keep: bool = False
-    ) -> ResponsePass:
+    def response_pass(self, prompts, responses, *, with_entropy: bool = True,
+                      keep: bool = False) -> ResponsePass:
         """One forward over right-padded ``[q, y]`` (positions ``0, 1, ...``, as SPEC §2's real
         sequence), then the head on the rows that predict response tokens only. ``keep``: also
         keep the hidden states and the KV cache (the whole ``[q, y]`` is fed then; otherwise
@@ -187,56 +156,44 @@ class ModelAdapter:
         ids, mask, pos = right_padded(seqs, device)
         hidden, cache = self.hidden(ids, mask, pos, use_cache=keep)
         if keep and cache is None:
-            raise TypeError(
-                f"model: {type(self.model).__name__} returned no KV cache from its decoder; "
-                "the fast backend reuses that cache for the answer copies. Use backend='naive'"
-            )
-        rows, cols = [], []
-        for r, (q, y) in enumerate(zip(prompts, responses)):
-            rows.append(np.full(len(y), r))
-            cols.append(np.arange(len(q) - 1, len(q) - 1 + len(y)))  # position t predicts y[t - |q| + 1]
-        index = torch.from_numpy(np.concatenate(rows) * ids.shape[1] + np.concatenate(cols)).to(device)
+            raise TypeError(f"model: {type(self.model).__name__} returned no KV cache from its decoder; "
+                            "the fast backend reuses that cache for the answer copies. Use backend='naive'")
+        width = ids.shape[1]
+        # Row r, position |q| - 1 + t predicts y[t].
+        starts = [r * width + len(q) - 1 for r, q in enumerate(prompts)]
+        index = np.concatenate([s + np.arange(len(y)) for s, y in zip(starts, responses)])
+        index = torch.from_numpy(index).to(device)
         targets = torch.from_numpy(np.concatenate(responses)).to(device)
         lp, ent = self.head_stats(hidden.reshape(-1, hidden.shape[-1])[index], targets, with_entropy)
-        return ResponsePass(lp, ent, hidden if keep else None, cache, ids.shape[1])
+        return ResponsePass(lp, ent, hidden if keep else None, cache, width)
 
 
 def padded(packed: torch.Tensor, lengths: list[int], width: int) -> torch.Tensor:
-    """Values stored back to back (``lengths[b]`` each) -> ``[N, width]``, 0 elsewhere
-    (differentiable)."""
+    """Values stored back to back (``lengths[b]`` each) -> ``[N, width]``, 0 elsewhere (differentiable)."""
     rows = np.repeat(np.arange(len(lengths)), lengths)
     cols = np.concatenate([np.arange(n) for n in lengths]) if lengths else np.zeros(0, dtype=np.int64)
-    out = packed.new_zeros(len(lengths), width)
     index = (torch.from_numpy(rows).to(packed.device), torch.from_numpy(cols).to(packed.device))
-    return out.index_put(index, packed)
+    return packed.new_zeros(len(lengths), width).index_put(index, packed)
 
 
 def micro_batches(lengths: list[int], token_budget: int) -> list[list[int]]:
-    """Group sequence indices into micro-batches whose padded size ``B * max_len`` stays within
-    ``token_budget`` (a longer sequence gets a batch of its own). Sorting by length first keeps
-    padding small."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    """Sequence indices, longest first, in micro-batches of padded size ``B * max_len`` within
+    ``token_budget`` (a longer sequence gets a batch of its own)."""
     batches: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        longest = lengths[current[0]] if current else lengths[i]
-        if current and (len(current) + 1) * longest > token_budget:
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= token_budget:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
     return batches
 
 
-def padding_aware_batches(lengths: list[int], extra: list[int], token_budget: int, overhead: int) -> list[list[int]]:
-    """Micro-batches for a two-step pass (phase 1 over ``lengths``, then ``extra`` tokens per
-    sequence in phase 2), each padded to its longest member in both steps.
-
-    Sequences sorted by length (longest first) are cut into runs that minimize the padded
-    tokens ``sum_g B_g * (max length_g + max extra_g)`` plus ``overhead`` tokens per forward
-    (the fixed cost of a launch), with ``B_g * max length_g <= token_budget`` (exact dynamic
-    program over the cut points, O(n * window))."""
+def padding_aware_batches(lengths: list[int], extra: list[int], token_budget: int,
+                          overhead: int) -> list[list[int]]:
+    """Micro-batches for a two-step pass (``lengths`` tokens in phase 1, then ``extra`` in phase 2),
+    each padded to its longest member in both steps: sequences sorted longest first, cut into runs
+    that minimize ``sum_g B_g * (max length_g + max extra_g)`` plus ``overhead`` tokens per forward,
+    with ``B_g * max length_g <= token_budget`` (a dynamic program over the cut points)."""
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], -extra[i]))
     n = len(order)
     best = [0.0] + [float("inf")] * n
@@ -254,23 +211,19 @@ def padding_aware_batches(lengths: list[int], extra: list[int], token_budget: in
                 best[end], cut[end] = cost, start
     runs, end = [], n
     while end > 0:
-        runs.append([order[i] for i in range(cut[end], end)])
+        runs.append(order[cut[end] : end])
         end = cut[end]
     return runs[::-1]
 
 
-def right_padded(seqs: list[np.ndarray], device, pad_id: int = 0):
+def right_padded(seqs: list[np.ndarray], device):
     """``input_ids``, 2-D ``attention_mask`` and ``position_ids`` of right-padded sequences."""
-    width = max(len(s) for s in seqs)
-    ids = np.full((len(seqs), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(seqs), width), dtype=np.int64)
-    for r, s in enumerate(seqs):
-        ids[r, : len(s)] = s
-        mask[r, : len(s)] = 1
-    input_ids = torch.from_numpy(ids).to(device)
-    attention_mask = torch.from_numpy(mask).to(device)
-    position_ids = torch.arange(width, device=device)[None].expand(len(seqs), width)
-    return input_ids, attention_mask, position_ids
+    lengths = np.array([len(s) for s in seqs])
+    mask = np.arange(lengths.max())[None] < lengths[:, None]
+    ids = np.zeros(mask.shape, dtype=np.int64)
+    ids[mask] = np.concatenate(seqs)
+    position_ids = torch.arange(mask.shape[1], device=device)[None].expand(*mask.shape)
+    return torch.from_numpy(ids).to(device), torch.from_numpy(mask.astype(np.int64)).to(device), position_ids
 
 
 @contextlib.contextmanager
