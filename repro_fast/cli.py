@@ -1,15 +1,5 @@
-"""`repro-fast` command line.
-
-    repro-fast demo            SFT warm start, then GRPO with RePro and plain GRPO on the toy task
-                               (CPU, minutes); prints fast vs naive scoring time per step, final
-                               accuracy and response length of both runs; writes plots
-    repro-fast demo --scoring  score real GSM8K chains of thought with SmolLM2-135M-Instruct
-    repro-fast score-demo      (the same)
-    repro-fast train           GRPO (+ RePro) from a config file (JSON/TOML) and flags
-    repro-fast sft             the supervised warm start
-    repro-fast study           several seeds of GRPO and GRPO + RePro: means, 95% intervals, a plot
-    repro-fast inspect         an HTML page of RePro's segments, J curve and rewards for given CoTs
-"""
+"""`repro-fast` command line: the GRPO demo, the scoring demo, training, SFT, multi-seed studies
+and the HTML inspector (`repro-fast COMMAND --help` for each)."""
 
 from __future__ import annotations
 
@@ -17,6 +7,9 @@ import argparse
 import json
 import re
 import sys
+
+TASKS = "toy | gsm8k | gsm8k_variants"
+THREADS = "torch CPU threads (default: the task's; toy: 1)"
 
 
 def _add_scoring_demo_args(p) -> None:
@@ -58,6 +51,11 @@ def _settings(items: list[str]) -> dict:
     return out
 
 
+def _fields(args, *drop: str) -> dict:
+    """The parsed flags by destination (the config fields they set), less ``drop``."""
+    return {k: v for k, v in vars(args).items() if k not in ("command", "set", *drop)}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="repro-fast", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -67,33 +65,31 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--scoring", action="store_true",
                       help="run the GSM8K scoring demo (SmolLM2-135M-Instruct) instead")
     demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo; its runs are replaced)")
-    demo.add_argument("--steps", type=int, default=None, help="GRPO steps per run (default: 60)")
-    demo.add_argument("--sft-steps", type=int, default=None, help="SFT steps (default: 300)")
+    demo.add_argument("--steps", type=int, default=60, help="GRPO steps per run (default: 60)")
+    demo.add_argument("--sft-steps", type=int, default=300, help="SFT steps (default: 300)")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 for the toy model)")
+    demo.add_argument("--threads", type=int, help="torch CPU threads (default: 1 for the toy model)")
     _add_scoring_demo_args(demo)
 
     score_demo = sub.add_parser("score-demo", help="score real GSM8K chains of thought with SmolLM2-135M-Instruct")
     _add_scoring_demo_args(score_demo)
 
     train = sub.add_parser("train", help="GRPO with RePro advantages")
-    train.add_argument("config", nargs="?", default=None, help="a .json or .toml config file (optional)")
-    train.add_argument("--task", default=None, help="toy | gsm8k | gsm8k_variants")
-    train.add_argument("--steps", type=int, default=None)
-    train.add_argument("--scorer", default=None, help="fast | naive | none")
-    train.add_argument("--alpha", type=float, default=None, help="weight of RePro's process advantage (0: plain GRPO)")
-    train.add_argument("--seed", type=int, default=None)
-    train.add_argument("--out", default=None, help="output folder (metrics.jsonl, checkpoints, plots); must be empty")
+    train.add_argument("config", nargs="?", help="a .json or .toml config file (optional)")
+    train.add_argument("--task", help=TASKS)
+    train.add_argument("--steps", type=int)
+    train.add_argument("--scorer", help="fast | naive | none")
+    train.add_argument("--alpha", type=float, help="weight of RePro's process advantage (0: plain GRPO)")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--out", help="output folder (metrics.jsonl, checkpoints, plots); must be empty")
     train.add_argument("--overwrite", action="store_true", default=None,
                        help="replace the run in a non-empty --out (a cached toy SFT is kept if its settings match)")
-    train.add_argument("--init", default=None, help="checkpoint folder to start from (e.g. from `repro-fast sft`)")
-    train.add_argument("--lr", type=float, default=None)
-    train.add_argument("--prompts-per-step", type=int, default=None)
-    train.add_argument("--group-size", type=int, default=None)
-    train.add_argument("--max-new-tokens", type=int, default=None)
-    train.add_argument("--kl-coef", type=float, default=None)
-    train.add_argument("--device", default=None, help="auto | cpu | cuda")
-    train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the task's; toy: 1)")
+    train.add_argument("--init", help="checkpoint folder to start from (e.g. from `repro-fast sft`)")
+    for flag, kind in (("--lr", float), ("--prompts-per-step", int), ("--group-size", int),
+                       ("--max-new-tokens", int), ("--kl-coef", float)):
+        train.add_argument(flag, type=kind)
+    train.add_argument("--device", help="auto | cpu | cuda")
+    train.add_argument("--threads", type=int, help=THREADS)
     train.add_argument("--compare-naive", action="store_true", default=None,
                        help="also time the naive scorer on every rollout batch")
     train.add_argument("--no-progress", dest="progress", action="store_false", default=None)
@@ -101,27 +97,27 @@ def main(argv: list[str] | None = None) -> None:
                        help="any other config field (value parsed as JSON, else a string); repeatable")
 
     sft = sub.add_parser("sft", help="supervised warm start")
-    sft.add_argument("--task", default="toy", help="toy | gsm8k | gsm8k_variants")
+    sft.add_argument("--task", default="toy", help=TASKS)
     sft.add_argument("--out", default="runs/sft")
     sft.add_argument("--steps", type=int, default=300)
     sft.add_argument("--batch-size", type=int, default=32)
-    sft.add_argument("--lr", type=float, default=None)
+    sft.add_argument("--lr", type=float)
     sft.add_argument("--seed", type=int, default=0)
-    sft.add_argument("--init", default=None)
+    sft.add_argument("--init")
     sft.add_argument("--device", default="auto")
-    sft.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the task's; toy: 1)")
+    sft.add_argument("--threads", type=int, help=THREADS)
 
     study = sub.add_parser("study", help="N seeds of GRPO and GRPO + RePro: mean and 95%% interval of held-out "
                                           "accuracy, response length, re-checks; a plot")
     study.add_argument("--seeds", type=int, default=5)
-    study.add_argument("--task", default="toy", help="toy | gsm8k | gsm8k_variants")
+    study.add_argument("--task", default="toy", help=TASKS)
     study.add_argument("--steps", type=int, default=60, help="GRPO steps per run")
     study.add_argument("--sft-steps", type=int, default=300, help="toy: SFT steps of each seed's warm start")
     study.add_argument("--eval-problems", type=int, default=256, help="held-out problems (one sample each, tau = 1)")
     study.add_argument("--alpha", type=float, default=0.1, help="RePro's weight in the RePro arm")
     study.add_argument("--out", default="runs/study", help="output folder (study.json, study.md, study.png; "
                                                            "its runs are replaced)")
-    study.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the task's; toy: 1)")
+    study.add_argument("--threads", type=int, help=THREADS)
     study.add_argument("--no-progress", dest="progress", action="store_false")
     study.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="any other GRPO config field for both arms; repeatable")
@@ -130,8 +126,8 @@ def main(argv: list[str] | None = None) -> None:
                                           "S_magn, S_stab, S, r")
     insp.add_argument("--input", required=True, help="JSON lines, each with text 'prompt', 'response', 'answer'")
     insp.add_argument("--out", required=True, help="the HTML file to write")
-    insp.add_argument("--model", default=None, help="a Hugging Face model folder (default: the offline "
-                                                    "SmolLM2-135M-Instruct)")
+    insp.add_argument("--model", help="a Hugging Face model folder (default: the offline "
+                                      "SmolLM2-135M-Instruct)")
     insp.add_argument("--segments", type=int, default=20, help="num_segments k")
 
     args = parser.parse_args(argv)
@@ -147,21 +143,12 @@ def main(argv: list[str] | None = None) -> None:
         if args.command == "demo":
             from repro_fast.grpo.demo import run_training_demo
 
-            run_training_demo(out=args.out, steps=args.steps, sft_steps=args.sft_steps, seed=args.seed,
-                              threads=args.threads)
+            run_training_demo(**_fields(args, "scoring", "problems", "segments"))
         elif args.command == "train":
             from repro_fast.grpo.config import load_config
             from repro_fast.grpo.loop import train as run_train
 
-            overrides = {
-                "task": args.task, "steps": args.steps, "scorer": args.scorer, "alpha": args.alpha,
-                "seed": args.seed, "out": args.out, "init": args.init, "lr": args.lr,
-                "prompts_per_step": args.prompts_per_step, "group_size": args.group_size,
-                "max_new_tokens": args.max_new_tokens, "kl_coef": args.kl_coef, "device": args.device,
-                "compare_naive": args.compare_naive, "progress": args.progress, "threads": args.threads,
-                "overwrite": args.overwrite, **_settings(args.set),
-            }
-            config = load_config(args.config, **overrides)
+            config = load_config(args.config, **{**_fields(args, "config"), **_settings(args.set)})
             summary = run_train(config)
             ev = summary["eval"]
             last = ev.get(str(summary["steps"]))
@@ -173,9 +160,10 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "study":
             from repro_fast.grpo.study import run_study
 
-            run_study(out=args.out, seeds=args.seeds, task=args.task, steps=args.steps, sft_steps=args.sft_steps,
-                      eval_problems=args.eval_problems, alpha=args.alpha, progress=args.progress,
-                      threads=args.threads, **_settings(args.set))
+            fields, settings = _fields(args), _settings(args.set)
+            if clash := sorted(set(fields) & set(settings)):
+                raise ConfigError(f"set: {clash[0]} has its own flag, --{clash[0].replace('_', '-')}")
+            run_study(**fields, **settings)
         elif args.command == "inspect":
             from repro_fast.inspector import run_inspect
 
@@ -184,9 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "sft":
             from repro_fast.grpo.sft import SFTConfig, run_sft
 
-            summary = run_sft(SFTConfig(task=args.task, out=args.out, steps=args.steps, batch_size=args.batch_size,
-                                        lr=args.lr, seed=args.seed, init=args.init, device=args.device,
-                                        threads=args.threads))
+            summary = run_sft(SFTConfig(**_fields(args)))
             print(f"saved {args.out}: {summary['params']} parameters, {summary['train_s']:.0f} s, greedy accuracy "
                   f"{summary['eval_accuracy']:.3f}, mean response length {summary['eval_response_length']:.1f} tokens")
     except (ConfigError, FileNotFoundError) as exc:

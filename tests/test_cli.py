@@ -77,6 +77,8 @@ def test_bad_out_paths(command, tmp_path, capsys, monkeypatch):
     (["study", "--eval-problems", "0"], "--eval-problems: expected an int >= 1, got 0"),
     (["study", "--steps", "0"], "--steps: expected an int >= 1, got 0"),
     (["study", "--set", "groupsize=3"], "unknown key 'groupsize'"),
+    (["study", "--set", "steps=3"], "--set: steps has its own flag, --steps"),
+    (["study", "--set", "seed=1"], "--set: seed is chosen by the study for each run"),
     (["train", "--steps", "0"], "--steps: expected an int >= 1, got 0"),
     (["train", "--set", "sft_steps=-3"], "sft_steps: expected an int >= 1"),
     (["sft", "--steps", "0"], "--steps: expected an int >= 1, got 0"),

@@ -1,10 +1,6 @@
-"""A minimal GRPO trainer with RePro process advantages built in (see `repro_fast.grpo.loop`).
+"""A minimal GRPO trainer with RePro process advantages built in (see `repro_fast.grpo.loop`)::
 
-    from repro_fast.grpo import GRPOConfig, train
     summary = train(GRPOConfig(task="toy", steps=30, alpha=0.1, out="runs/toy"))
-
-Modules: `config` (GRPOConfig), `tasks` (toy, gsm8k), `rollout`, `verify`, `loss`, `loop`,
-`sft` (warm start), `plots`, `demo`, `study`.
 """
 
 from repro_fast.grpo.config import ConfigError, GRPOConfig, load_config

@@ -1,14 +1,5 @@
-"""`GRPOConfig`: every knob of the trainer in one dataclass. It derives the batch sizes and
-rejects bad settings with a message that says what to change (in the spirit of TRL's
-``GRPOConfig.__post_init__``). `load_config` reads JSON or TOML and applies overrides.
-
-Sizes per step::
-
-    rollout batch   = prompts_per_step * group_size            trajectories sampled per step
-    mini_batch_size = trajectories per optimizer step           (default: the whole rollout batch)
-    micro_batch_size= trajectories per forward/backward         (gradient accumulation inside)
-    optimizer steps per training step = epochs * rollout batch / mini_batch_size
-"""
+"""`GRPOConfig`: every setting of the trainer, validated with messages that name the bad field and
+what to change; `load_config` reads JSON or TOML and applies overrides."""
 
 from __future__ import annotations
 
@@ -23,185 +14,140 @@ SCORERS = ("fast", "naive", "none")
 NORMALIZE = ("group", "batch", "none")
 DEVICES = ("auto", "cpu", "cuda")
 
+_BOUNDS = {  # a range as the error messages write it, and its test
+    ">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1, ">= 2": lambda v: v >= 2, "> 0": lambda v: v > 0,
+    "in [0, 1)": lambda v: 0 <= v < 1,
+}
+_RANGES = {  # GRPOConfig's and SFTConfig's numeric fields with a range (mini_batch_size: see below)
+    "steps": ">= 1", "prompts_per_step": ">= 1", "group_size": ">= 2", "epochs": ">= 1",
+    "micro_batch_size": ">= 1", "num_segments": ">= 1", "eval_every": ">= 0", "eval_problems": ">= 0",
+    "save_every": ">= 0", "seed": ">= 0", "sft_steps": ">= 1", "max_new_tokens": ">= 1", "threads": ">= 0",
+    "temperature": "> 0", "eps_low": "in [0, 1)", "eps_high": ">= 0", "kl_coef": ">= 0", "lr": "> 0",
+    "weight_decay": ">= 0", "max_grad_norm": "> 0", "adam_beta1": "in [0, 1)", "adam_beta2": "in [0, 1)",
+    "batch_size": ">= 1", "warmup": ">= 0",
+}
+_TASK_DEFAULT = " (or null for the task's default)"
+_NULL_MEANS = {"max_new_tokens": _TASK_DEFAULT, "lr": _TASK_DEFAULT,
+               "threads": " (0: torch's default) or null (the task's choice)"}
+_FIXES = {"group_size": "GRPO normalizes rewards within a group, so with one sample per prompt "
+                        "every advantage is 0"}
+_TYPES = {  # an annotation's type: what the error message expects, and the test (no bool is an int)
+    "bool": ("true or false", lambda v: isinstance(v, bool)),
+    "int": ("an int", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "float": ("a finite number",
+              lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)),
+}
+
 
 class ConfigError(ValueError):
     """A bad configuration value, key or file."""
 
 
+def _bad(config, name: str, expected: str, fix: str = "") -> ConfigError:
+    got = f"{name}: expected {expected}, got {getattr(config, name)!r}"
+    return ConfigError(f"{got}; {fix}" if fix else got)
+
+
+def check_fields(config) -> None:
+    """Check the int, float and bool fields of a config dataclass (`GRPOConfig`, `SFTConfig`) by
+    their annotations and `_RANGES`, and make its floats float; a ConfigError names a bad field."""
+    for f in dataclasses.fields(config):
+        # the annotation is a string here ("int | None"); other types are the caller's to check
+        kind, value = f.type.split(" | ")[0], getattr(config, f.name)
+        if kind not in _TYPES or (value is None and f.type.endswith(" | None")):
+            continue
+        expected, has_type = _TYPES[kind]
+        if not has_type(value):
+            raise _bad(config, f.name, expected)
+        if kind == "float":
+            value = float(value)
+            setattr(config, f.name, value)
+        bound = _RANGES.get(f.name)
+        if bound and not _BOUNDS[bound](value):
+            expected = f"{'an int' if kind == 'int' else 'a number'} {bound}{_NULL_MEANS.get(f.name, '')}"
+            raise _bad(config, f.name, expected, _FIXES.get(f.name, ""))
+
+
 @dataclass
 class GRPOConfig:
-    """Settings of one GRPO run (defaults: the toy task on a CPU).
+    """Settings of one GRPO run (defaults: the toy task on a CPU); None for ``max_new_tokens``, ``lr`` or
+    ``threads``: the task's choice. Each step samples ``prompts_per_step * group_size`` trajectories, split
+    into mini-batches (one optimizer step each) of micro-batches (one forward/backward each)."""
 
-    Attributes:
-        task: ``"toy"`` or ``"gsm8k"`` (see `repro_fast.grpo.tasks`).
-        init: checkpoint folder to start from; None: the toy task runs a quick SFT into
-            ``out/sft`` first, gsm8k loads SmolLM2-135M-Instruct.
-        out: output folder (metrics.jsonl, checkpoints, plots); must be empty unless ``overwrite``.
-        overwrite: replace the run in a non-empty ``out`` (its cached ``sft`` is kept when its
-            config matches).
-        steps: training steps (one rollout batch each).
-        prompts_per_step, group_size: prompts per step and samples per prompt (G).
-        temperature: sampling temperature tau (also RePro's and the loss's tau).
-        max_new_tokens: response length cap; None: the task's default.
-        lr: AdamW learning rate; None: the task's default.
-        epochs: passes over each rollout batch (PPO epochs; TRL's ``num_iterations``).
-        mini_batch_size: trajectories per optimizer step; None: the whole rollout batch.
-        micro_batch_size: trajectories per forward/backward (gradient accumulation).
-        eps_low, eps_high: PPO clip range ``[1 - eps_low, 1 + eps_high]`` (DAPO's clip-higher).
-        kl_coef: beta of the k3 KL to the frozen initial policy (0: no reference model).
-        scorer: RePro backend, ``"fast"`` or ``"naive"``; ``"none"`` skips RePro (plain GRPO
-            with old log-probs from one no-grad forward; needs alpha = 0).
-        alpha: weight of RePro's process advantage; 0 is plain GRPO.
-        num_segments, normalize: RePro's k and normalization scope.
-        compare_naive: also score every rollout batch with the naive backend (timing only).
-        verifier: name of a built-in verifier (``"boxed"``); the Python API also takes a callable.
-        eval_every, eval_problems: evaluation on held-out problems every n steps (0: only
-            before and after training): one sample per problem at ``temperature`` with a
-            fixed seed (the same draws every time), or greedy with ``eval_greedy``.
-        eval_greedy: evaluate greedily instead.
-        save_every: checkpoint every n steps (0: only the final one).
-        weight_decay, max_grad_norm, adam_beta1, adam_beta2: the optimizer.
-        seed: makes a CPU run repeatable (sampling, problem order, initialization).
-        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
-        bf16: bf16 autocast for the loss forward on CUDA (ignored on CPU).
-        plots: write PNG plots at the end.
-        progress: show a tqdm progress bar.
-        sft_steps: SFT steps when the toy task warm-starts itself (init = None).
-        threads: torch intra-op threads on CPU; None: the task's choice (toy: 1, since a tiny
-            model gains nothing from more and a shared CPU can make them 10x slower); 0: torch's.
-    """
-
-    task: str = "toy"
-    init: str | None = None
-    out: str = "runs/grpo"
-    overwrite: bool = False
+    task: str = "toy"  # toy, gsm8k or gsm8k_variants (see `repro_fast.grpo.tasks`)
+    init: str | None = None  # checkpoint folder; None: SmolLM2 (gsm8k) or an SFT into out/sft (toy)
+    out: str = "runs/grpo"  # metrics.jsonl, checkpoints, plots; must be empty unless overwrite
+    overwrite: bool = False  # replace the run in out (a cached SFT is kept)
     steps: int = 40
     prompts_per_step: int = 8
-    group_size: int = 8
-    temperature: float = 1.0
+    group_size: int = 8  # samples per prompt (G)
+    temperature: float = 1.0  # sampling tau, also RePro's and the loss's
     max_new_tokens: int | None = None
-    lr: float | None = None
-    epochs: int = 1
-    mini_batch_size: int | None = 32
-    micro_batch_size: int = 32
-    eps_low: float = 0.2
+    lr: float | None = None  # AdamW
+    epochs: int = 1  # passes over each rollout batch (TRL's num_iterations)
+    mini_batch_size: int | None = 32  # trajectories per optimizer step; None: the whole rollout batch
+    micro_batch_size: int = 32  # trajectories per forward/backward
+    eps_low: float = 0.2  # PPO clip range [1 - eps_low, 1 + eps_high]
     eps_high: float = 0.28
-    kl_coef: float = 0.0
-    scorer: str = "fast"
-    alpha: float = 0.1
-    num_segments: int = 20
-    normalize: str = "group"
-    compare_naive: bool = False
-    verifier: str = "boxed"
-    eval_every: int = 0
-    eval_problems: int = 128
+    kl_coef: float = 0.0  # beta of the k3 KL to the frozen initial policy (0: no reference model)
+    scorer: str = "fast"  # RePro backend: fast or naive; none: plain GRPO (needs alpha = 0)
+    alpha: float = 0.1  # weight of RePro's process advantage (0: plain GRPO)
+    num_segments: int = 20  # RePro's k
+    normalize: str = "group"  # RePro's normalization scope: group, batch or none
+    compare_naive: bool = False  # also time the naive backend on every rollout batch
+    verifier: str = "boxed"  # a built-in verifier's name; the Python API also takes a callable
+    eval_every: int = 0  # held-out evaluation every n steps (0: before and after training only)
+    eval_problems: int = 128  # one fixed-seed sample each at temperature, or greedy with eval_greedy
     eval_greedy: bool = False
-    save_every: int = 0
+    save_every: int = 0  # checkpoint every n steps (0: only the final one)
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     adam_beta1: float = 0.9
     adam_beta2: float = 0.99
-    seed: int = 0
-    device: str = "auto"
-    bf16: bool = True
+    seed: int = 0  # makes a CPU run repeatable
+    device: str = "auto"  # auto, cpu or cuda
+    bf16: bool = True  # autocast the loss forward on CUDA
     plots: bool = True
     progress: bool = True
-    sft_steps: int = 300
-    threads: int | None = None
+    sft_steps: int = 300  # the toy task's warm start when init is None
+    threads: int | None = None  # torch CPU threads (toy: 1); 0: torch's default
     # derived in __post_init__ (not settable)
     rollout_batch_size: int = field(init=False, default=0)
     grad_accum_steps: int = field(init=False, default=0)
     optimizer_steps_per_step: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
-        def bad(name: str, expected: str, fix: str = "") -> ConfigError:
-            return ConfigError(f"{name}: expected {expected}, got {getattr(self, name)!r}" + (f"; {fix}" if fix else ""))
-
-        ints = ("steps", "prompts_per_step", "group_size", "epochs", "micro_batch_size", "num_segments",
-                "eval_every", "eval_problems", "save_every", "seed", "sft_steps")
-        for name in ints + ("max_new_tokens", "mini_batch_size"):
-            value = getattr(self, name)
-            if value is None and name in ("max_new_tokens", "mini_batch_size"):
-                continue
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise bad(name, "an int")
-        floats = ("temperature", "eps_low", "eps_high", "kl_coef", "alpha", "weight_decay", "max_grad_norm",
-                  "adam_beta1", "adam_beta2", "lr")
-        for name in floats:
-            value = getattr(self, name)
-            if value is None and name == "lr":
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise bad(name, "a finite number")
-            setattr(self, name, float(value))
-        for name in ("compare_naive", "bf16", "plots", "progress", "eval_greedy", "overwrite"):
-            if not isinstance(getattr(self, name), bool):
-                raise bad(name, "true or false")
         from repro_fast.grpo.tasks import TASKS
 
+        check_fields(self)
         if self.task not in TASKS:
             close = difflib.get_close_matches(str(self.task), TASKS, n=1)
-            raise bad("task", f"one of {sorted(TASKS)}", f"did you mean {close[0]!r}?" if close else "")
-        if self.scorer not in SCORERS:
-            raise bad("scorer", f"one of {SCORERS}")
-        if self.normalize not in NORMALIZE:
-            raise bad("normalize", f"one of {NORMALIZE}")
-        if self.device not in DEVICES:
-            raise bad("device", f"one of {DEVICES}")
+            hint = f"did you mean {close[0]!r}?" if close else ""
+            raise _bad(self, "task", f"one of {sorted(TASKS)}", hint)
+        for name, choices in (("scorer", SCORERS), ("normalize", NORMALIZE), ("device", DEVICES)):
+            if getattr(self, name) not in choices:
+                raise _bad(self, name, f"one of {choices}")
         if not isinstance(self.verifier, str) and not callable(self.verifier):
-            raise bad("verifier", "a verifier name or a callable")
-        for name in ("steps", "prompts_per_step", "epochs", "micro_batch_size", "num_segments", "sft_steps"):
-            if getattr(self, name) < 1:
-                raise bad(name, "an int >= 1")
-        if self.group_size < 2:
-            raise bad("group_size", "an int >= 2",
-                      "GRPO normalizes rewards within a group, so with one sample per prompt every advantage is 0")
-        if self.max_new_tokens is not None and self.max_new_tokens < 1:
-            raise bad("max_new_tokens", "an int >= 1 (or null for the task's default)")
-        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
-                                         or self.threads < 0):
-            raise bad("threads", "an int >= 0 (0: torch's default) or null (the task's choice)")
-        for name in ("eval_every", "save_every", "eval_problems", "seed"):
-            if getattr(self, name) < 0:
-                raise bad(name, "an int >= 0")
-        if self.temperature <= 0:
-            raise bad("temperature", "a number > 0")
-        if self.lr is not None and self.lr <= 0:
-            raise bad("lr", "a number > 0 (or null for the task's default)")
-        if not 0 <= self.eps_low < 1:
-            raise bad("eps_low", "a number in [0, 1)")
-        if self.eps_high < 0:
-            raise bad("eps_high", "a number >= 0")
-        if self.kl_coef < 0:
-            raise bad("kl_coef", "a number >= 0")
-        if self.max_grad_norm <= 0:
-            raise bad("max_grad_norm", "a number > 0")
-        for name in ("adam_beta1", "adam_beta2"):
-            if not 0 <= getattr(self, name) < 1:
-                raise bad(name, "a number in [0, 1)")
-        if self.weight_decay < 0:
-            raise bad("weight_decay", "a number >= 0")
+            raise _bad(self, "verifier", "a verifier name or a callable")
         if self.scorer == "none" and self.alpha != 0:
-            raise bad("alpha", "0 when scorer = 'none'", "RePro's process advantage needs a scorer: set scorer to 'fast'")
+            raise _bad(self, "alpha", "0 when scorer = 'none'",
+                      "RePro's process advantage needs a scorer: set scorer to 'fast'")
         if self.scorer == "none" and self.compare_naive:
-            raise bad("compare_naive", "false when scorer = 'none'")
+            raise _bad(self, "compare_naive", "false when scorer = 'none'")
 
         # derived sizes
         self.rollout_batch_size = self.prompts_per_step * self.group_size
         mini = self.mini_batch_size if self.mini_batch_size is not None else self.rollout_batch_size
         mini = min(mini, self.rollout_batch_size)
         if mini < 1 or self.rollout_batch_size % mini:
-            raise ConfigError(
-                f"mini_batch_size: {self.mini_batch_size} does not divide the rollout batch "
-                f"(prompts_per_step * group_size = {self.rollout_batch_size}); choose a divisor of it"
-            )
+            raise ConfigError(f"mini_batch_size: {self.mini_batch_size} does not divide the rollout batch "
+                              f"(prompts_per_step * group_size = {self.rollout_batch_size}); "
+                              "choose a divisor of it")
         self.mini_batch_size = mini
         micro = min(self.micro_batch_size, mini)
         if mini % micro:
-            raise ConfigError(
-                f"micro_batch_size: {self.micro_batch_size} does not divide mini_batch_size ({mini}); "
-                "choose a divisor of it"
-            )
+            raise ConfigError(f"micro_batch_size: {self.micro_batch_size} does not divide "
+                              f"mini_batch_size ({mini}); choose a divisor of it")
         self.micro_batch_size = micro
         self.grad_accum_steps = mini // micro
         self.optimizer_steps_per_step = self.epochs * (self.rollout_batch_size // mini)
@@ -222,11 +168,13 @@ def read_config_file(path: str) -> dict:
     if not os.path.isfile(path):
         raise ConfigError(f"config: file {path!r} does not exist")
     ext = os.path.splitext(path)[1].lower()
+    if ext not in (".json", ".toml"):
+        raise ConfigError(f"config: {path!r} is neither .json nor .toml")
     try:
         if ext == ".json":
             with open(path, encoding="utf-8") as fp:
                 data = json.load(fp)
-        elif ext == ".toml":
+        else:
             try:
                 import tomllib
             except ModuleNotFoundError:  # Python 3.10
@@ -235,11 +183,7 @@ def read_config_file(path: str) -> dict:
                 data = tomllib.load(fp)
             if set(data) == {"grpo"} and isinstance(data["grpo"], dict):
                 data = data["grpo"]
-        else:
-            raise ConfigError(f"config: {path!r} is neither .json nor .toml")
-    except (json.JSONDecodeError, ValueError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
+    except ValueError as exc:  # also json's and tomllib's decode errors
         raise ConfigError(f"config: cannot parse {path!r}: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config: {path!r} must hold a table/object of settings, got {type(data).__name__}")

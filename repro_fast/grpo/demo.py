@@ -1,13 +1,6 @@
-"""`repro-fast demo`: SFT warm start, then GRPO with RePro and plain GRPO on the toy task.
-
-1. SFT a ~0.5M-parameter Llama on synthetic arithmetic traces (half of them overthink with
-   redundant "Wait, let me check ..." segments).
-2. GRPO + RePro (alpha = 0.1) from that checkpoint; every rollout batch is scored by the fast
-   scorer (used for training) and again by the naive scorer (timed only, and compared).
-3. Plain GRPO (alpha = 0) from the same checkpoint with the same seed (the fast scorer still
-   runs, for its old log-probs and the RePro figures in the log).
-4. Prints the per-step scoring times, the final greedy accuracy and response length of both
-   runs, and writes comparison plots to ``OUT/plots``.
+"""`repro-fast demo`: an SFT warm start on the toy task, then GRPO + RePro (alpha = 0.1; each rollout
+batch also scored, timed only, by the naive scorer) and plain GRPO from the same checkpoint and seed.
+Prints scoring times, held-out accuracy and response length of both runs; plots to ``OUT/plots``.
 """
 
 from __future__ import annotations
@@ -15,20 +8,16 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
-DEMO_STEPS = 60
-DEMO_SFT_STEPS = 300
-
-
-def run_training_demo(out: str = "runs/demo", steps: int | None = None, sft_steps: int | None = None,
-                      seed: int = 0, progress: bool = True, threads: int | None = None) -> dict:
+def run_training_demo(out: str = "runs/demo", steps: int = 60, sft_steps: int = 300, seed: int = 0,
+                      progress: bool = True, threads: int | None = None) -> dict:
+    """Run the demo into ``out`` (its runs are replaced); returns the summary also saved as JSON."""
     from repro_fast.grpo.config import GRPOConfig
     from repro_fast.grpo.loop import train
     from repro_fast.grpo.plots import plot_runs
     from repro_fast.grpo.sft import SFTConfig, make_out_dir, run_sft
 
-    steps = DEMO_STEPS if steps is None else steps
-    sft_steps = DEMO_SFT_STEPS if sft_steps is None else sft_steps
     sft_dir = os.path.join(out, "sft")
     common = dict(task="toy", init=sft_dir, steps=steps, sft_steps=sft_steps, seed=seed, progress=progress,
                   threads=threads, eval_every=max(1, steps // 4), overwrite=True)
@@ -43,14 +32,12 @@ def run_training_demo(out: str = "runs/demo", steps: int | None = None, sft_step
     print(f"   {sft['params']:,} parameters, {sft['train_s']:.0f} s; greedy accuracy {sft['eval_accuracy']:.3f}, "
           f"sampled (tau = 1) accuracy {sft['eval_sampled_accuracy']:.3f}, mean response length "
           f"{sft['eval_sampled_response_length']:.1f} tokens")
-
     runs, summaries = {}, {}
     for i, (label, alpha, config) in enumerate(arms):
         print(f"== {i + 2}/3 {label} (alpha = {alpha:g}), {steps} steps -> {config.out}")
         summaries[label] = train(config)
         with open(os.path.join(config.out, "metrics.jsonl")) as fp:
             runs[label] = [json.loads(line) for line in fp]
-
     repro_rows = runs["GRPO + RePro"]
     print("\nRePro scoring time per step, same rollouts (64 trajectories each), this CPU:")
     print("| step | fast (s) | naive (s) | naive / fast | segments per rollout | max |adv diff| |")
@@ -62,7 +49,6 @@ def run_training_demo(out: str = "runs/demo", steps: int | None = None, sft_step
     fast_total = sum(r["time_score_s"] for r in repro_rows)
     naive_total = sum(r["time_score_naive_s"] for r in repro_rows)
     print(f"total: fast {fast_total:.2f} s, naive {naive_total:.2f} s ({naive_total / fast_total:.1f}x)")
-
     n_eval = GRPOConfig().eval_problems
     print(f"\nEvaluation on {n_eval} held-out toy problems, one sample each at tau = 1, same draws before "
           f"and after (seed {seed}):")
@@ -79,6 +65,5 @@ def run_training_demo(out: str = "runs/demo", steps: int | None = None, sft_step
     print(f"demo took {elapsed:.0f} s")
     result = {"sft": {k: v for k, v in sft.items() if k != "config"}, "runs": summaries, "elapsed_s": elapsed,
               "score_time_fast_s": fast_total, "score_time_naive_s": naive_total}
-    with open(os.path.join(out, "demo_summary.json"), "w") as fp:
-        json.dump(result, fp, indent=2, default=str)
+    Path(out, "demo_summary.json").write_text(json.dumps(result, indent=2, default=str))
     return result

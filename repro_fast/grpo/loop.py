@@ -1,27 +1,11 @@
-"""A minimal GRPO loop with RePro process advantages built in. Reads top to bottom:
-
-    for each step:
-        1. rollout  G samples per prompt from the current policy (temperature tau)
-        2. reward   a verifier per completion (default: last \\boxed{} vs the ground truth)
-        3. score    RePROScorer on the rollouts: process advantages, and token_logprobs = the
-                    PPO old log-probs (no second forward pass)
-        4. advantage  grpo_advantages: group-normalized outcome + alpha * RePro reward-to-go
-                    (alpha = 0: plain GRPO)
-        5. update   PPO-clip (eps_low / eps_high), token-level mean, optional k3 KL to the frozen
-                    initial policy, `epochs` passes, mini-batches, gradient accumulation, AdamW,
-                    gradient clipping, bf16 autocast on CUDA
-        6. log      one row of DIR/metrics.jsonl; checkpoints; plots at the end
-
-What this GRPO leaves out (on purpose, to stay readable): no vLLM or separate inference engine
-(rollouts use Hugging Face ``generate`` on the training model), no multi-GPU / FSDP / DeepSpeed,
-no sequence packing, no learning-rate schedule, no reward-model server, no dynamic sampling or
-overlong filtering (DAPO), no entropy bonus, no value model (it is GRPO), no importance-sampling
-correction between the generation and the training kernels, and no checkpoint resume (a
-checkpoint is a Hugging Face folder that ``init`` can start a new run from).
-"""
+"""A minimal GRPO loop with RePro process advantages built in: rollout, outcome reward, RePro scoring
+(whose token log-probs are the PPO old log-probs), advantages, PPO-clip update, log. Left out to
+stay readable: vLLM, multi-GPU, sequence packing, a learning-rate schedule, DAPO's dynamic sampling,
+entropy bonus, value model, checkpoint resume (``init`` starts a new run from a checkpoint)."""
 
 from __future__ import annotations
 
+import collections
 import copy
 import dataclasses
 import json
@@ -38,8 +22,11 @@ from repro_fast.rewards import grpo_advantages
 from repro_fast.scorer import RePROScorer
 from repro_fast.grpo.config import ConfigError, GRPOConfig
 from repro_fast.grpo.loss import grpo_loss, sequence_logprobs
+from repro_fast.grpo.plots import plot_run
 from repro_fast.grpo.rollout import rollout
-from repro_fast.grpo.sft import SFTConfig, cpu_threads, evaluate, make_out_dir, resolve_device, run_sft
+from repro_fast.grpo.sft import (
+    SFTConfig, cpu_threads, evaluate, make_out_dir, progress_bar, resolve_device, run_sft,
+)
 from repro_fast.grpo.tasks import get_task, save_checkpoint
 from repro_fast.grpo.verify import boxed_verifier, get_verifier
 
@@ -72,9 +59,9 @@ def prepare_out(out: str, overwrite: bool) -> None:
             shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 
 
-def _sft_settings(config: SFTConfig | dict) -> dict:
-    d = dataclasses.asdict(config) if isinstance(config, SFTConfig) else dict(config)
-    return {k: v for k, v in d.items() if k not in ("out", "progress")}
+def _sft_settings(sft_config: dict) -> dict:
+    """The settings an SFT checkpoint depends on."""
+    return {k: v for k, v in sft_config.items() if k not in ("out", "progress")}
 
 
 def warm_start(config: GRPOConfig) -> str | None:
@@ -90,12 +77,14 @@ def warm_start(config: GRPOConfig) -> str | None:
             cached = _sft_settings(json.load(fp)["config"])
     except (OSError, ValueError, KeyError):
         cached = None
-    if cached != _sft_settings(sft):
+    wanted = _sft_settings(dataclasses.asdict(sft))
+    if cached != wanted:
         if cached is not None:
-            changed = ", ".join(f"{k}={cached.get(k)!r} -> {v!r}" for k, v in _sft_settings(sft).items()
+            changed = ", ".join(f"{k}={cached.get(k)!r} -> {v!r}" for k, v in wanted.items()
                                 if cached.get(k) != v)
             print(f"{sft_dir} was trained with other settings ({changed}): re-running SFT")
-        print(f"no init checkpoint given: warm-starting the toy model by SFT ({config.sft_steps} steps) into {sft_dir}")
+        print(f"no init checkpoint given: warm-starting the toy model by SFT ({config.sft_steps} steps) "
+              f"into {sft_dir}")
         summary = run_sft(sft)
         print(f"SFT: {summary['train_s']:.0f} s, greedy accuracy {summary['eval_accuracy']:.2f}, "
               f"mean response length {summary['eval_response_length']:.1f} tokens")
@@ -105,41 +94,33 @@ def warm_start(config: GRPOConfig) -> str | None:
 def _update(model, opt, ro, old_lp, adv, mask, ref_lp, config: GRPOConfig, pad_id, autocast_dtype, gen):
     """`epochs` passes over the rollout batch; one optimizer step per mini-batch."""
     n = len(ro.responses)
-    sums = {"tokens": 0.0, "clip_sum": 0.0, "kl_sum": 0.0, "ratio_sum": 0.0, "loss": 0.0, "grad_norm": 0.0}
-    n_opt = 0
+    sums = collections.Counter()  # grpo_loss's token counts and sums, loss, gradient norm
     model.train()
     for _ in range(config.epochs):
         order = torch.randperm(n, generator=gen).tolist()
         for s in range(0, n, config.mini_batch_size):
             idx = order[s : s + config.mini_batch_size]
-            num_tokens = max(1, sum(len(ro.responses[i]) for i in idx))  # token-level mean over the mini-batch
+            num_tokens = max(1, sum(len(ro.responses[i]) for i in idx))  # token mean over the mini-batch
             opt.zero_grad(set_to_none=True)
             for m in range(0, len(idx), config.micro_batch_size):
                 mi = idx[m : m + config.micro_batch_size]
                 lp = sequence_logprobs(model, [ro.prompts[i] for i in mi], [ro.responses[i] for i in mi],
                                        config.temperature, pad_id, autocast_dtype)
                 width = lp.shape[1]
-                loss, st = grpo_loss(
-                    lp, old_lp[mi, :width], adv[mi, :width], mask[mi, :width],
-                    eps_low=config.eps_low, eps_high=config.eps_high, beta=config.kl_coef,
-                    ref_logp=None if ref_lp is None else ref_lp[mi, :width], num_tokens=num_tokens,
-                )
+                loss, stats = grpo_loss(
+                    lp, old_lp[mi, :width], adv[mi, :width], mask[mi, :width], eps_low=config.eps_low,
+                    eps_high=config.eps_high, beta=config.kl_coef, num_tokens=num_tokens,
+                    ref_logp=None if ref_lp is None else ref_lp[mi, :width])
                 loss.backward()  # gradients accumulate over micro-batches
-                for k in ("tokens", "clip_sum", "kl_sum", "ratio_sum"):
-                    sums[k] += st[k]
+                sums.update(stats)
                 sums["loss"] += loss.item()  # host sync: fine at this size
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             opt.step()
             sums["grad_norm"] += float(grad_norm)
-            n_opt += 1
-    tokens = max(sums["tokens"], 1.0)
-    return {
-        "loss": sums["loss"] / n_opt,
-        "clip_frac": sums["clip_sum"] / tokens,
-        "kl": sums["kl_sum"] / tokens,
-        "ratio_mean": sums["ratio_sum"] / tokens,
-        "grad_norm": sums["grad_norm"] / n_opt,
-    }
+    tokens, n_opt = max(sums["tokens"], 1.0), config.optimizer_steps_per_step
+    return {"loss": sums["loss"] / n_opt, "clip_frac": sums["clip_sum"] / tokens,
+            "kl": sums["kl_sum"] / tokens, "ratio_mean": sums["ratio_sum"] / tokens,
+            "grad_norm": sums["grad_norm"] / n_opt}
 
 
 @torch.no_grad()
@@ -147,22 +128,20 @@ def _batched_logprobs(model, ro, config, pad_id, autocast_dtype) -> torch.Tensor
     """No-grad log-probs of the whole rollout batch (reference model, or scorer = 'none')."""
     was = model.training
     model.eval()
-    n_max = max(len(r) for r in ro.responses)
-    device = next(model.parameters()).device
-    out = torch.zeros(len(ro.responses), n_max, device=device)
+    out = torch.zeros(len(ro.responses), max(map(len, ro.responses)), device=next(model.parameters()).device)
     for s in range(0, len(ro.responses), config.micro_batch_size):
         sl = slice(s, s + config.micro_batch_size)
-        lp = sequence_logprobs(model, ro.prompts[sl], ro.responses[sl], config.temperature, pad_id, autocast_dtype)
+        lp = sequence_logprobs(model, ro.prompts[sl], ro.responses[sl], config.temperature, pad_id,
+                               autocast_dtype)
         out[sl, : lp.shape[1]] = lp
     model.train(was)
     return out
 
 
 def train(config: GRPOConfig, verifier=None, model=None, tokenizer=None) -> dict:
-    """Run GRPO (with RePro when ``alpha != 0``); returns the summary also written to
-    ``out/summary.json``. ``verifier``: a callable ``(completions, **kwargs) -> list[float]``
-    (default: the config's named verifier). ``model``/``tokenizer``: start from these instead of
-    ``config.init``."""
+    """Run GRPO (with RePro when ``alpha != 0``); returns the summary also written to ``out/summary.json``.
+    ``verifier``: a callable ``(completions, **kwargs) -> list[float]`` to use instead of the config's
+    named one; ``model``/``tokenizer``: start from these instead of ``config.init``."""
     task = get_task(config.task)
     device = resolve_device(config.device)
     prepare_out(config.out, config.overwrite)
@@ -185,11 +164,12 @@ def _train(config: GRPOConfig, task, device, verifier, model, tokenizer) -> dict
     verify = get_verifier(verifier if verifier is not None else config.verifier)
     ref = copy.deepcopy(model).eval().requires_grad_(False) if config.kl_coef > 0 else None
 
-    repro_config = RePROConfig(
-        num_segments=config.num_segments, alpha=config.alpha, temperature=config.temperature,
-        normalize=config.normalize, think_end=task.think_end,
-    )
-    scorer = None if config.scorer == "none" else RePROScorer(model, tokenizer, repro_config, backend=config.scorer)
+    repro_config = RePROConfig(num_segments=config.num_segments, alpha=config.alpha,
+                               temperature=config.temperature, normalize=config.normalize,
+                               think_end=task.think_end)
+    scorer = None
+    if config.scorer != "none":
+        scorer = RePROScorer(model, tokenizer, repro_config, backend=config.scorer)
     naive = RePROScorer(model, tokenizer, repro_config, backend="naive") if config.compare_naive else None
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(config.adam_beta1, config.adam_beta2),
                             weight_decay=config.weight_decay)
@@ -202,18 +182,10 @@ def _train(config: GRPOConfig, task, device, verifier, model, tokenizer) -> dict
         return evaluate(model, tokenizer, task, config.eval_problems, max_new,
                         temperature=None if config.eval_greedy else config.temperature, seed=config.seed)
 
-    evals = {}
-    if config.eval_problems:
-        evals[0] = run_eval()
-    metrics_path = os.path.join(config.out, "metrics.jsonl")
+    evals = {0: run_eval()} if config.eval_problems else {}
     rows = []
-    bar = None
-    if config.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=config.steps, desc=f"grpo {task.name} alpha={config.alpha:g}", unit="step",
-                   disable=None)  # None: no bar when stderr is not a terminal (CI logs)
-    with open(metrics_path, "w") as metrics_fp:
+    with (open(os.path.join(config.out, "metrics.jsonl"), "w") as metrics_fp,
+          progress_bar(config.progress, config.steps, f"grpo {task.name} alpha={config.alpha:g}") as bar):
         for step in range(1, config.steps + 1):
             # 1. rollout
             problems = task.train_problems(rng, config.prompts_per_step)
@@ -237,13 +209,11 @@ def _train(config: GRPOConfig, task, device, verifier, model, tokenizer) -> dict
             t0 = time.perf_counter()
             if scorer is not None:
                 res = scorer.score(ro.prompts, ro.responses, ro.answers, group_ids=ro.group_ids)
-                old_lp, mask = res.token_logprobs, res.response_mask
-                process_adv = res.process_advantages
+                old_lp, mask, process_adv = res.token_logprobs, res.response_mask, res.process_advantages
             else:
                 old_lp = _batched_logprobs(model, ro, config, pad_id, autocast_dtype)
-                mask = old_lp.new_zeros(old_lp.shape, dtype=torch.bool)
-                for b, r in enumerate(ro.responses):
-                    mask[b, : len(r)] = True
+                lengths = torch.tensor([len(r) for r in ro.responses], device=old_lp.device)
+                mask = torch.arange(old_lp.shape[1], device=old_lp.device) < lengths[:, None]
                 process_adv = None
             _sync(device)
             t_score = time.perf_counter() - t0
@@ -252,11 +222,9 @@ def _train(config: GRPOConfig, task, device, verifier, model, tokenizer) -> dict
                 t0 = time.perf_counter()
                 res_naive = naive.score(ro.prompts, ro.responses, ro.answers, group_ids=ro.group_ids)
                 _sync(device)
-                row_naive = {
-                    "time_score_naive_s": time.perf_counter() - t0,
-                    "naive_max_abs_diff": float((res_naive.process_advantages - res.process_advantages).abs().max())
-                    if res.process_advantages.numel() else 0.0,
-                }
+                row_naive["time_score_naive_s"] = time.perf_counter() - t0
+                diff = (res_naive.process_advantages - res.process_advantages).abs()
+                row_naive["naive_max_abs_diff"] = float(diff.max()) if diff.numel() else 0.0
 
             # 4. advantages: A + alpha * RePro reward-to-go (alpha = 0: plain GRPO)
             adv = grpo_advantages(rewards, ro.group_ids,
@@ -271,58 +239,40 @@ def _train(config: GRPOConfig, task, device, verifier, model, tokenizer) -> dict
             t_update = time.perf_counter() - t0
 
             # 6. log
-            lengths = [len(r) for r in ro.responses]
             row = {
-                "step": step,
-                "reward_mean": float(np.mean(rewards)),
-                "accuracy": float(np.mean(correct)),
-                "response_length": float(np.mean(lengths)),
+                "step": step, "reward_mean": float(np.mean(rewards)), "accuracy": float(np.mean(correct)),
+                "response_length": float(np.mean([len(r) for r in ro.responses])),
                 "truncated_frac": float(np.mean(ro.truncated)),
-                "time_rollout_s": t_rollout,
-                "time_score_s": t_score,
-                "time_update_s": t_update,
-                **row_naive,
-                **upd,
-                "lr": lr,
+                "time_rollout_s": t_rollout, "time_score_s": t_score, "time_update_s": t_update,
+                **row_naive, **upd, "lr": lr,
             }
             if scorer is not None:
                 row["segments_per_rollout"] = float(np.mean([len(p) - 1 for p in res.points]))
-                row["j_gain_mean"] = float(np.mean([float(nl[0] - nl[-1]) for nl in res.nll]))  # J(P_m) - J(0)
+                # J(P_m) - J(0): how much the last scored prefix lowers the answer's NLL
+                row["j_gain_mean"] = float(np.mean([float(nl[0] - nl[-1]) for nl in res.nll]))
                 row["process_adv_abs_mean"] = float(res.process_advantages[res.response_mask].abs().mean())
             row.update(task.rollout_metrics(ro.texts))
-            if (config.eval_every and step % config.eval_every == 0) or step == config.steps:
-                if config.eval_problems:
-                    evals[step] = run_eval()
-                    row["eval_accuracy"] = evals[step]["accuracy"]
-                    row["eval_response_length"] = evals[step]["response_length"]
+            due = step == config.steps or (config.eval_every and step % config.eval_every == 0)
+            if config.eval_problems and due:
+                evals[step] = run_eval()
+                row["eval_accuracy"] = evals[step]["accuracy"]
+                row["eval_response_length"] = evals[step]["response_length"]
             metrics_fp.write(json.dumps(row) + "\n")
             metrics_fp.flush()
             rows.append(row)
             if config.save_every and step % config.save_every == 0:
                 save_checkpoint(model, tokenizer, os.path.join(config.out, f"checkpoint-{step}"))
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(reward=f"{row['reward_mean']:.2f}", len=f"{row['response_length']:.0f}",
-                                score_s=f"{t_score:.2f}")
-    if bar is not None:
-        bar.close()
+            bar.update(1)
+            bar.set_postfix(reward=f"{row['reward_mean']:.2f}", len=f"{row['response_length']:.0f}",
+                            score_s=f"{t_score:.2f}")
     save_checkpoint(model, tokenizer, os.path.join(config.out, "final"))
-    summary = {
-        "steps": config.steps,
-        "alpha": config.alpha,
-        "scorer": config.scorer,
-        "seed": config.seed,
-        "eval": {str(k): v for k, v in evals.items()},
-        "time_rollout_s": sum(r["time_rollout_s"] for r in rows),
-        "time_score_s": sum(r["time_score_s"] for r in rows),
-        "time_update_s": sum(r["time_update_s"] for r in rows),
-    }
-    if naive is not None:
-        summary["time_score_naive_s"] = sum(r["time_score_naive_s"] for r in rows)
+    summary = {"steps": config.steps, "alpha": config.alpha, "scorer": config.scorer, "seed": config.seed,
+               "eval": {str(k): v for k, v in evals.items()}}
+    for key in ("time_rollout_s", "time_score_s", "time_update_s", "time_score_naive_s"):
+        if key in rows[-1]:  # the naive scorer's time only with compare_naive
+            summary[key] = sum(r[key] for r in rows)
     with open(os.path.join(config.out, "summary.json"), "w") as fp:
         json.dump(summary, fp, indent=2)
     if config.plots:
-        from repro_fast.grpo.plots import plot_run
-
         summary["plots"] = plot_run(rows, os.path.join(config.out, "plots"))
     return summary

@@ -19,9 +19,15 @@ def _pyplot():
     return plt
 
 
-def _series(rows, key):
-    pts = [(r["step"], r[key]) for r in rows if key in r]
-    return [p[0] for p in pts], [p[1] for p in pts]
+PANELS = [  # file, y label, (metric, legend suffix) of each line per run
+    ("accuracy.png", "accuracy (sampled rollouts, tau)",
+     [("accuracy", ""), ("eval_accuracy", " greedy eval")]),
+    ("response_length.png", "mean response length (tokens)",
+     [("response_length", ""), ("eval_response_length", " greedy eval")]),
+    ("scoring_time.png", "RePro scoring time per step (s)",
+     [("time_score_s", ": its scorer (fast by default)"),
+      ("time_score_naive_s", ": naive scorer, same rollouts")]),
+]
 
 
 def plot_runs(runs: dict[str, list[dict]], out_dir: str) -> list[str]:
@@ -31,25 +37,16 @@ def plot_runs(runs: dict[str, list[dict]], out_dir: str) -> list[str]:
         return []
     os.makedirs(out_dir, exist_ok=True)
     written = []
-    panels = [
-        ("accuracy.png", "accuracy (sampled rollouts, tau)", [("accuracy", ""), ("eval_accuracy", " greedy eval")]),
-        ("response_length.png", "mean response length (tokens)", [("response_length", ""),
-                                                                  ("eval_response_length", " greedy eval")]),
-        ("scoring_time.png", "RePro scoring time per step (s)", [("time_score_s", ": its scorer (fast by default)"),
-                                                                 ("time_score_naive_s", ": naive scorer, same rollouts")]),
-    ]
-    for filename, ylabel, keys in panels:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        drawn = False
-        for label, rows in runs.items():
-            for key, suffix in keys:
-                xs, ys = _series(rows, key)
-                if xs:
-                    ax.plot(xs, ys, marker="o" if len(xs) < 12 else None, label=f"{label}{suffix}")
-                    drawn = True
-        if not drawn:
-            plt.close(fig)
+    for filename, ylabel, keys in PANELS:
+        lines = [(f"{label}{suffix}", [(r["step"], r[key]) for r in rows if key in r])
+                 for label, rows in runs.items() for key, suffix in keys]
+        lines = [(label, points) for label, points in lines if points]
+        if not lines:
             continue
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, points in lines:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, marker="o" if len(xs) < 12 else None, label=label)
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
@@ -63,4 +60,5 @@ def plot_runs(runs: dict[str, list[dict]], out_dir: str) -> list[str]:
 
 
 def plot_run(rows: list[dict], out_dir: str) -> list[str]:
+    """`plot_runs` of one run."""
     return plot_runs({"run": rows}, out_dir)

@@ -1,10 +1,6 @@
-"""Outcome rewards. A verifier is a plain callable ``(completions, **kwargs) -> list[float]``
-(TRL's reward-function convention): ``completions`` are the decoded response texts, and the
-trainer passes ``answers=[ground truth per completion]`` and ``prompts=[prompt text]``.
-
-The default, `boxed_verifier`, reads the last ``\\boxed{...}`` of a completion and gives 1.0
-when it equals the ground truth (numbers compared numerically, other strings after
-normalization), else 0.0.
+"""Outcome rewards. A verifier is TRL's reward-function callable ``(completions, **kwargs) -> list[float]``:
+the trainer passes the decoded responses, ``answers=`` (ground truth per completion) and ``prompts=``.
+The default, `boxed_verifier`, compares the last ``\\boxed{...}`` to the answer (see `answers_match`).
 """
 
 from __future__ import annotations
@@ -22,15 +18,11 @@ _LATEX_FRAC = re.compile(r"^\\[dt]?frac\{([-+]?\d+)\}\{(\d+)\}$")
 
 
 def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` (nested braces allowed), or None.
-
-    An unclosed last ``\\boxed{`` (a truncated response) gives None.
-    """
+    """Content of the last ``\\boxed{...}`` (nested braces allowed); None if none or unclosed (truncated)."""
     start = text.rfind("\\boxed{")
     if start < 0:
         return None
-    i = start + len("\\boxed{")
-    depth = 1
+    i, depth = start + len("\\boxed{"), 1
     for j in range(i, len(text)):
         if text[j] == "{":
             depth += 1
@@ -57,17 +49,15 @@ def normalize_answer(text: str) -> str:
 def as_number(text: str) -> Fraction | None:
     """The exact value of a plain, fractional or ``\\frac`` number; None if it is not one."""
     s = normalize_answer(text).rstrip("%")
-    for pattern in (_FRACTION, _LATEX_FRAC):
-        m = pattern.match(s)
-        if m:
-            den = int(m.group(2))
-            return None if den == 0 else Fraction(int(m.group(1)), den)
+    m = _FRACTION.match(s) or _LATEX_FRAC.match(s)
+    if m:
+        den = int(m.group(2))
+        return None if den == 0 else Fraction(int(m.group(1)), den)
     if _NUMBER.match(s):
         try:
-            value = Fraction(s)
-        except (ValueError, ZeroDivisionError):
+            return Fraction(s)
+        except (ValueError, ZeroDivisionError):  # e.g. more digits than int() accepts
             return None
-        return value
     return None
 
 
@@ -83,19 +73,18 @@ def boxed_verifier(completions: Sequence[str], answers: Sequence[str], **kwargs)
     """1.0 where the last ``\\boxed{}`` of a completion matches its answer, else 0.0."""
     if len(completions) != len(answers):
         raise ValueError(f"answers: expected {len(completions)} (one per completion), got {len(answers)}")
-    out = []
-    for text, truth in zip(completions, answers):
-        boxed = last_boxed(text)
-        out.append(1.0 if boxed is not None and answers_match(boxed, truth) else 0.0)
-    return out
+    boxed = [last_boxed(text) for text in completions]
+    return [1.0 if b is not None and answers_match(b, truth) else 0.0 for b, truth in zip(boxed, answers)]
 
 
 VERIFIERS: dict[str, Verifier] = {"boxed": boxed_verifier}
 
 
 def get_verifier(name_or_fn) -> Verifier:
+    """A callable as it is, or the registered verifier of that name."""
     if callable(name_or_fn):
         return name_or_fn
     if name_or_fn not in VERIFIERS:
-        raise ValueError(f"verifier: unknown verifier {name_or_fn!r}; choose one of {sorted(VERIFIERS)} or pass a callable")
+        raise ValueError(f"verifier: unknown verifier {name_or_fn!r}; choose one of {sorted(VERIFIERS)} "
+                         "or pass a callable")
     return VERIFIERS[name_or_fn]
