@@ -1,28 +1,6 @@
-"""RePro in Hugging Face TRL: `RePROGRPOTrainer`, a `trl.GRPOTrainer` with process advantages.
-
-The change a TRL user makes::
-
-    from repro_fast.integrations.trl import RePROGRPOTrainer      # instead of trl.GRPOTrainer
-    trainer = RePROGRPOTrainer(model, reward_funcs, args=..., train_dataset=ds,
-                               repro_config=RePROConfig(alpha=0.1), answer_column="answer")
-
-Per generation batch the trainer scores TRL's own padded prompts and completions with a
-`RePROScorer` on the policy being trained, and hands ``_compute_loss`` per-token advantages
-``[B, T]`` = TRL's outcome advantage ``[B]`` (its own estimator: ``scale_rewards``, its ``1e-4``)
-+ ``alpha`` x SPEC §6's process advantages. A GRPO group can span processes (TRL's sampler
-lays each prompt's ``num_generations`` completions out consecutively in the global batch, which
-it splits into equal per-process slices), so the raw rewards and points of the whole batch are
-gathered and normalized over whole groups by one `repro_fast.process_advantages` call.
-
-Where TRL computes the old (rollout) log-probs, the scorer's log-probs replace that forward in
-fp32 (equal within 1e-5). Under mixed precision they are not reused: TRL's bf16 forward and the
-scorer's differ by more than the drift TRL's importance ratio is there to measure.
-
-TRL has no public hook for any of this, so two private methods of ``GRPOTrainer`` are
-overridden: ``_generate_and_score_completions`` (score, combine advantages, log) and
-``_get_per_token_logps_and_entropies`` (serve the old log-probs). Their contract changes between
-releases, so the module refuses a TRL outside the minor release it is tested with.
-"""
+"""RePro in Hugging Face TRL: `RePROGRPOTrainer`, a `trl.GRPOTrainer` whose advantages add RePro's
+process term (README "Use it with TRL"). TRL has no public hook for it, so two private
+``GRPOTrainer`` methods are overridden, and a TRL outside the tested minor release is refused."""
 
 from __future__ import annotations
 
@@ -34,16 +12,12 @@ SUPPORTED_TRL = ">=1.16,<1.17"  # the minor release whose private methods this m
 try:
     _trl_version = version("trl")
 except PackageNotFoundError:
-    raise ImportError(
-        f"repro_fast.integrations.trl needs trl{SUPPORTED_TRL}, which is not installed; "
-        f"run: pip install 'repro-fast[trl]'  (or pip install 'trl{SUPPORTED_TRL}')"
-    ) from None
+    raise ImportError(f"repro_fast.integrations.trl needs trl{SUPPORTED_TRL}, which is not installed; "
+                      f"run: pip install 'repro-fast[trl]'  (or pip install 'trl{SUPPORTED_TRL}')") from None
 if tuple(int(x) for x in _trl_version.split(".")[:2] if x.isdigit()) != (1, 16):
-    raise ImportError(
-        f"repro_fast.integrations.trl supports trl{SUPPORTED_TRL} (it overrides private "
-        f"GRPOTrainer methods whose behaviour changes between releases); found trl {_trl_version}. "
-        f"Install a supported one: pip install 'trl{SUPPORTED_TRL}'"
-    )
+    raise ImportError(f"repro_fast.integrations.trl supports trl{SUPPORTED_TRL} (it overrides private "
+                      f"GRPOTrainer methods whose behaviour changes between releases); "
+                      f"found trl {_trl_version}. Install a supported one: pip install 'trl{SUPPORTED_TRL}'")
 
 import torch  # noqa: E402
 from accelerate.utils import gather_object  # noqa: E402
@@ -55,23 +29,17 @@ __all__ = ["RePROGRPOTrainer", "SUPPORTED_TRL"]
 
 
 class RePROGRPOTrainer(GRPOTrainer):
-    """`trl.GRPOTrainer` whose advantages carry RePro's process term.
+    """`trl.GRPOTrainer` whose per-token advantages ``[B, T]`` are TRL's outcome advantage ``[B]``
+    + ``alpha`` x SPEC §6's process advantages, normalized over whole groups across processes.
 
     Takes every `GRPOTrainer` argument, plus:
-        repro_config: `RePROConfig` (``alpha``, ``num_segments``, ``normalize``, ...). Its
-            ``temperature`` must equal ``GRPOConfig.temperature`` (RePro reads the sampling
-            policy). ``alpha = 0`` reproduces `GRPOTrainer` exactly.
+        repro_config: `RePROConfig`; its ``temperature`` must equal ``GRPOConfig.temperature``.
         answer_column: the dataset column holding each prompt's ground-truth answer string.
         repro_backend: `RePROScorer` backend, ``"auto"`` (the one-pass scorer) or ``"naive"``.
 
-    Logged (TRL's logs, every step): ``repro/points_per_completion`` (mean ``m``, scored
-    segments per completion), ``repro/mean_score`` (mean final ``S_m`` over completions with
-    ``m >= 1``), ``repro/scoring_seconds`` (slowest process's scorer time per generation batch),
-    and ``repro/old_logps_reused`` (1 where TRL wanted old log-probs and got the scorer's).
-
-    ``repro_last`` holds the latest batch (this process's rows, before TRL shuffles them): TRL's
-    padded prompt and completion ids and masks, the `RePROResult`, the group ids, TRL's outcome
-    advantages ``[B]``, the process advantages and the final advantages ``[B, T]``.
+    Logs ``repro/*`` metrics (README). ``repro_last`` holds the latest batch (this process's rows,
+    before TRL shuffles them): TRL's padded prompt and completion ids and masks, the `RePROResult`,
+    the group ids, the outcome advantages ``[B]``, the process and the final advantages ``[B, T]``.
     """
 
     def __init__(self, *args, repro_config: RePROConfig | None = None, answer_column: str = "answer",
@@ -84,15 +52,13 @@ class RePROGRPOTrainer(GRPOTrainer):
             raise TypeError(f"answer_column: expected a column name (str), got {answer_column!r}")
         columns = getattr(self.train_dataset, "column_names", None)
         if columns is not None and answer_column not in columns:
-            raise ValueError(
-                f"answer_column: train_dataset has no column {answer_column!r} (columns: {columns}); "
-                "pass the column that holds each prompt's ground-truth answer"
-            )
+            raise ValueError(f"answer_column: train_dataset has no column {answer_column!r} "
+                             f"(columns: {columns}); pass the column that holds each prompt's "
+                             "ground-truth answer")
         if config.temperature != self.temperature:
-            raise ValueError(
-                f"repro_config.temperature ({config.temperature}) must equal GRPOConfig.temperature "
-                f"({self.temperature}): RePro's log-probs and entropies are the sampling policy's"
-            )
+            raise ValueError(f"repro_config.temperature ({config.temperature}) must equal "
+                             f"GRPOConfig.temperature ({self.temperature}): RePro's log-probs and "
+                             "entropies are the sampling policy's")
         if self.tools or self.environment_factories is not None:
             raise ValueError("tools / environment_factory: not supported (RePro would score tool "
                              "outputs inside a completion as the model's own chain of thought)")
@@ -101,8 +67,9 @@ class RePROGRPOTrainer(GRPOTrainer):
         self.repro_config = config
         self.answer_column = answer_column
         self.repro_scorer = RePROScorer(self.model, self._tokenizer, config, backend=repro_backend)
-        # fp32 only (see the module docstring); with a PEFT adapter and beta != 0 TRL's reference
-        # forward runs on self.model too, and must never receive the policy's log-probs.
+        # The scorer's log-probs replace TRL's old-log-prob forward in fp32 only: under mixed precision
+        # the two differ by as much as the drift TRL's importance ratio measures. With a PEFT adapter
+        # and beta != 0, TRL's reference forward runs on self.model too and must not get them.
         self._repro_reuse_logps = (
             self.accelerator.mixed_precision == "no"
             and all(p.dtype == torch.float32 for p in self.model.parameters())
@@ -110,8 +77,6 @@ class RePROGRPOTrainer(GRPOTrainer):
         )
         self._repro_batch: dict | None = None
         self.repro_last: dict | None = None
-
-    # -- scoring ----------------------------------------------------------------------------
 
     def _repro_score(self, prompt_ids, prompt_mask, completion_ids, completion_mask):
         batch = self._repro_batch
@@ -162,20 +127,22 @@ class RePROGRPOTrainer(GRPOTrainer):
         # TRL's layout: global row i (process-major) belongs to prompt group i // num_generations.
         offset = self.accelerator.process_index * len(inputs)
         group_ids = [(offset + i) // group_size for i in range(len(inputs))]
+        padded = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")  # TRL's output keys
         self._repro_batch = batch = dict(answers=answers, group_ids=group_ids, result=None,
                                          seconds=0.0, asked_old_logps=False, reused=False)
         try:
             output = super()._generate_and_score_completions(inputs)
             if "tool_mask" in output:
-                raise ValueError("rollout_func: an env_mask (tool tokens inside completions) is not supported")
-            result = batch["result"] or self._repro_score(
-                output["prompt_ids"], output["prompt_mask"], output["completion_ids"], output["completion_mask"])
+                raise ValueError("rollout_func: an env_mask (tool tokens inside completions) "
+                                 "is not supported")
+            result = batch["result"] or self._repro_score(*(output[k] for k in padded))
         finally:
             self._repro_batch = None
 
-        # Normalize over whole groups: gather every process's raw rewards and points.
-        prompt_ids, prompt_mask = output["prompt_ids"], output["prompt_mask"]
-        local = [(result.rewards[b].cpu(), list(result.points[b]), prompt_ids[b][prompt_mask[b].bool()].tolist(),
+        # A group can span processes: normalize over whole groups of every process's raw rewards.
+        prompts = [ids[mask.bool()].tolist()
+                   for ids, mask in zip(output["prompt_ids"], output["prompt_mask"])]
+        local = [(result.rewards[b].cpu(), list(result.points[b]), prompts[b],
                   float(result.score[b][-1]) if len(result.score[b]) else None) for b in range(len(inputs))]
         rows = gather_object(local)
         if len(rows) != len(inputs) * self.accelerator.num_processes:
@@ -204,8 +171,6 @@ class RePROGRPOTrainer(GRPOTrainer):
         if batch["asked_old_logps"]:
             metrics["repro/old_logps_reused"].append(float(batch["reused"]))
         self.repro_last = dict(result=result, group_ids=group_ids, outcome_advantages=outcome,
-                               prompt_ids=prompt_ids, prompt_mask=prompt_mask,
-                               completion_ids=completion_ids, completion_mask=output["completion_mask"],
                                process_advantages=process, advantages=output["advantages"],
-                               old_logps_reused=batch["reused"])
+                               old_logps_reused=batch["reused"], **{k: output[k] for k in padded})
         return output

@@ -1,43 +1,7 @@
-"""RePro in verl (0.9.x): a worker-side scoring step and a trainer-side advantage step.
-
-verl's advantage estimators (``register_adv_est``) only see ``token_level_rewards,
-response_mask, index, config``, and its policy forward runs packed, without padding, inside the
-FSDP engine. So RePro goes in at two places instead:
-
-1. Worker side (``RePROWorkerMixin.compute_repro_rewards``, per DP rank): the scorer runs its
-   own pass over the rank's share of the batch with the actor's current weights and writes each
-   trajectory's *raw* rewards, where they sit (``repro_rewards`` + ``repro_reward_mask``, the
-   reward of chunk ``j`` on response token ``P_j - 1``), and its log-probs (``repro_log_probs``)
-   into the batch. Raw, because a GRPO group can be split over DP ranks: normalizing there
-   would use partial groups.
-2. Trainer side (``add_process_advantages``, on the driver, whole batch): SPEC §6's
-   normalization over whole groups (``uid``), placement and reward-to-go, and
-   ``advantages += alpha * process_advantages * response_mask`` on top of the advantages verl's
-   own estimator wrote. The outcome part is verl's: for GRPO a group of one gets verl's
-   convention (mean 0, std 1, so ``A = R / (1 + 1e-6)``), not SPEC §6's 0.
-
-Full weights under FSDP (``full_weights``): the scorer calls the decoder and the LM head weight
-directly, outside the root module's forward, so FSDP's own hooks would leave the head and the
-embeddings sharded. FSDP2 (``fully_shard``, verl's ``fsdp2``): every FSDP unit is unsharded
-(all-gather) and ``reshard_after_forward`` is switched off for the duration of the scoring pass,
-then everything is resharded and the flags restored. That costs one transient full copy of the
-weights per rank (about 3 GB for a 1.5B model in bf16, what verl's own weight sync to the
-rollout engine already gathers), and nothing is copied or cached: every call reads the weights
-being trained. FSDP1 (``FullyShardedDataParallel``, verl's ``fsdp``) uses
-``summon_full_params(writeback=False)`` with the same effect. Megatron is not supported.
-
-Batches come in two layouts, both handled by the converters: dense (legacy trainer and
-``DataProto``: left-padded ``prompts [N, Lq]``, right-padded ``responses [N, Lc]``,
-``attention_mask [N, Lq + Lc]``) and nested (v1 trainer, TransferQueue: jagged ``prompts`` and
-``responses``). Outputs go back in the layout of the batch's ``responses``.
-
-Wiring (see ``examples/verl/``)::
-
-    class Worker(RePROWorkerMixin, ActorRolloutRefWorker): ...     # Role.ActorRollout
-    class Trainer(RePROTrainerMixin, <v1 PPOTrainer subclass>): ...  # or RePROLegacyTrainerMixin
-
-RePro settings come from ``actor_rollout_ref.repro`` (``RePROConfig`` fields) on the workers
-and ``algorithm.repro`` (``alpha``, ``normalize``) on the driver.
+"""RePro in verl 0.9.x (README "Use it with verl"; wiring in ``examples/verl/``). Worker side: each
+DP rank scores its share of the batch and writes raw rewards (normalizing there would see partial
+groups) and log-probs. Trainer side: SPEC §6 normalization over whole groups (``uid``), then
+``advantages += alpha * process_advantages * response_mask`` on verl's own outcome advantages.
 """
 
 from __future__ import annotations
@@ -61,43 +25,30 @@ LOGPROBS_KEY = "repro_log_probs"  # float32, the scorer's log p(y_t) at temperat
 OUTPUT_KEYS = (REWARDS_KEY, MASK_KEY, LOGPROBS_KEY)
 
 
-# ------------------------------------------------------------------------------------------
-# Converters
-# ------------------------------------------------------------------------------------------
-
-
-def _tensordict(batch) -> TensorDict:
-    if isinstance(batch, DataProto):
-        return batch.batch
-    if isinstance(batch, TensorDict):
-        return batch
-    raise TypeError(f"batch: expected a verl DataProto or a TensorDict, got {type(batch).__name__}")
+# -- Converters ----------------------------------------------------------------------------
 
 
 def _field(batch, key: str):
-    td = _tensordict(batch)
+    td = batch.batch if isinstance(batch, DataProto) else batch
+    if not isinstance(td, TensorDict):
+        raise TypeError(f"batch: expected a verl DataProto or a TensorDict, got {type(batch).__name__}")
     if key not in td.keys():
         raise KeyError(f"batch: has no {key!r} field (fields: {sorted(td.keys())})")
     return td[key]
 
 
 def _nested_to_padded(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = t.offsets().diff()
-    width = int(lengths.max()) if lengths.numel() else 0
-    rows = t.unbind()
-    ids = torch.zeros(len(rows), width, dtype=t.dtype, device=t.values().device)
-    for b, row in enumerate(rows):
-        ids[b, : row.numel()] = row
-    mask = (torch.arange(width, device=ids.device)[None] < lengths.to(ids.device)[:, None]).long()
-    return ids, mask
+    ids = torch.nested.to_padded_tensor(t, 0)
+    lengths = t.offsets().diff().to(ids.device)
+    return ids, (torch.arange(ids.shape[1], device=ids.device)[None] < lengths[:, None]).long()
 
 
 def scorer_inputs(batch) -> dict[str, torch.Tensor]:
-    """``prompt_ids, prompt_mask, completion_ids, completion_mask`` for
-    ``RePROScorer.score_padded`` from a verl batch (``DataProto`` or ``TensorDict``, dense or
-    nested). A completion's real tokens are every non-padding response token (tool outputs of a
-    multi-turn rollout included: the model reads them), i.e. the attention mask, not verl's
-    ``response_mask``."""
+    """``RePROScorer.score_padded``'s ``prompt_ids, prompt_mask, completion_ids, completion_mask``
+    from a verl batch: ``DataProto`` or ``TensorDict``, dense (left-padded ``prompts``, right-padded
+    ``responses``, ``attention_mask [N, Lq + Lc]``) or nested (jagged ``prompts``, ``responses``).
+    A completion's real tokens are all non-padding response tokens (tool outputs included: the
+    model reads them), i.e. the attention mask, not verl's ``response_mask``."""
     prompts, responses = _field(batch, "prompts"), _field(batch, "responses")
     if prompts.is_nested != responses.is_nested:
         raise ValueError("batch: 'prompts' and 'responses' must both be nested or both be dense")
@@ -108,16 +59,12 @@ def scorer_inputs(batch) -> dict[str, torch.Tensor]:
         attention = _field(batch, "attention_mask")
         lq, lc = prompts.shape[1], responses.shape[1]
         if attention.shape != (prompts.shape[0], lq + lc):
-            raise ValueError(
-                f"batch: 'attention_mask' must be [N, Lq + Lc] = {[prompts.shape[0], lq + lc]}, "
-                f"got {list(attention.shape)}"
-            )
+            raise ValueError(f"batch: 'attention_mask' must be [N, Lq + Lc] = {[prompts.shape[0], lq + lc]}, "
+                             f"got {list(attention.shape)}")
         prompt_ids, prompt_mask = prompts, attention[:, :lq].long()
         completion_ids, completion_mask = responses, attention[:, lq:].long()
-    return dict(
-        prompt_ids=prompt_ids, prompt_mask=prompt_mask,
-        completion_ids=completion_ids, completion_mask=completion_mask,
-    )
+    return dict(prompt_ids=prompt_ids, prompt_mask=prompt_mask,
+                completion_ids=completion_ids, completion_mask=completion_mask)
 
 
 def to_batch_layout(values: torch.Tensor, batch) -> torch.Tensor:
@@ -126,18 +73,12 @@ def to_batch_layout(values: torch.Tensor, batch) -> torch.Tensor:
     responses = _field(batch, "responses")
     if values.dim() != 2 or values.shape[0] != responses.shape[0]:
         raise ValueError(f"values: expected [N={responses.shape[0]}, W], got {list(values.shape)}")
-    if responses.is_nested:
-        lengths = responses.offsets().diff().tolist()
-        if lengths and max(lengths) > values.shape[1]:
-            raise ValueError(f"values: width {values.shape[1]} < the longest response ({max(lengths)})")
-        return torch.nested.as_nested_tensor(
-            [values[b, :n] for b, n in enumerate(lengths)], layout=torch.jagged
-        )
-    lc = responses.shape[1]
-    out = values.new_zeros(values.shape[0], lc)
-    w = min(lc, values.shape[1])
-    out[:, :w] = values[:, :w]
-    return out
+    if not responses.is_nested:
+        return torch.nn.functional.pad(values, (0, responses.shape[1] - values.shape[1]))  # < 0 cuts
+    lengths = responses.offsets().diff().tolist()
+    if lengths and max(lengths) > values.shape[1]:
+        raise ValueError(f"values: width {values.shape[1]} < the longest response ({max(lengths)})")
+    return torch.nested.as_nested_tensor([values[b, :n] for b, n in enumerate(lengths)], layout=torch.jagged)
 
 
 def to_dense(values: torch.Tensor, width: int | None = None) -> torch.Tensor:
@@ -145,9 +86,7 @@ def to_dense(values: torch.Tensor, width: int | None = None) -> torch.Tensor:
     if not values.is_nested:
         return values
     padded, _ = _nested_to_padded(values)
-    if width is not None:
-        padded = torch.nn.functional.pad(padded, (0, width - padded.shape[1]))
-    return padded
+    return padded if width is None else torch.nn.functional.pad(padded, (0, width - padded.shape[1]))
 
 
 def non_tensor_list(batch, key: str) -> list:
@@ -162,18 +101,15 @@ def non_tensor_list(batch, key: str) -> list:
 def answers_from_batch(batch, key: str = "reward_model", field: str = "ground_truth") -> list[str]:
     """Ground-truth answers where verl's data preprocessing puts them:
     ``reward_model[b]['ground_truth']`` (``examples/data_preprocess/gsm8k.py``)."""
-    entries = non_tensor_list(batch, key)
     out = []
-    for b, entry in enumerate(entries):
+    for b, entry in enumerate(non_tensor_list(batch, key)):
         if not isinstance(entry, dict) or field not in entry:
             raise ValueError(f"batch[{key!r}][{b}]: expected a dict with a {field!r} entry, got {entry!r}")
         out.append(str(entry[field]))
     return out
 
 
-# ------------------------------------------------------------------------------------------
-# Worker side
-# ------------------------------------------------------------------------------------------
+# -- Worker side ---------------------------------------------------------------------------
 
 
 def hf_module(module: torch.nn.Module) -> torch.nn.Module:
@@ -187,8 +123,10 @@ def hf_module(module: torch.nn.Module) -> torch.nn.Module:
 
 @contextlib.contextmanager
 def full_weights(module: torch.nn.Module):
-    """Unshard ``module``'s FSDP1/FSDP2 parameters for a scoring pass (module docstring: why);
-    a no-op for a module that is not sharded. Collective: every rank of the FSDP group enters."""
+    """Unshard ``module``'s FSDP1/FSDP2 parameters for a scoring pass (a no-op if not sharded):
+    the scorer calls the decoder and the LM head weight outside the root module's forward, where
+    FSDP's hooks would leave the head and embeddings sharded. One transient full copy per rank,
+    nothing cached. Collective: every rank of the FSDP group enters."""
     from torch.distributed.fsdp import FSDPModule
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP1
 
@@ -197,9 +135,6 @@ def full_weights(module: torch.nn.Module):
             yield
         return
     units = [m for m in module.modules() if isinstance(m, FSDPModule)]
-    if not units:
-        yield
-        return
     # Reshard-after-forward is on where the group has post-forward mesh info (torch 2.4+).
     resharding = [m._get_fsdp_state()._fsdp_param_group.post_forward_mesh_info is not None for m in units]
     try:
@@ -213,32 +148,19 @@ def full_weights(module: torch.nn.Module):
             m.set_reshard_after_forward(flag, recurse=False)
 
 
-def score_batch(
-    scorer: RePROScorer,
-    batch,
-    answers: Sequence[str] | None = None,
-    module: torch.nn.Module | None = None,
-) -> TensorDict:
-    """Worker-side step: score a verl batch and return ``repro_rewards``, ``repro_reward_mask``
-    and ``repro_log_probs`` in the layout of ``batch['responses']``.
-
-    Args:
-        scorer: a ``RePROScorer`` on the actor's HF model (``hf_module(engine.module)``).
-        batch: the rank's ``DataProto`` / ``TensorDict`` (dense or nested).
-        answers: ground truths, default ``answers_from_batch(batch)``.
-        module: the FSDP-wrapped module whose weights the scorer reads (default
-            ``scorer.model``); unsharded around the pass by ``full_weights``.
-    """
+def score_batch(scorer: RePROScorer, batch, answers: Sequence[str] | None = None,
+                module: torch.nn.Module | None = None) -> TensorDict:
+    """Worker-side step: score a rank's verl batch and return ``repro_rewards``, ``repro_reward_mask``
+    and ``repro_log_probs`` in the layout of ``batch['responses']``. ``scorer`` runs on the actor's HF
+    model (``hf_module(engine.module)``); ``answers`` default to ``answers_from_batch(batch)``;
+    ``module`` (default ``scorer.model``) is the FSDP-wrapped module that ``full_weights`` unshards."""
     inputs = scorer_inputs(batch)
     answers = answers_from_batch(batch) if answers is None else list(answers)
     with full_weights(scorer.model if module is None else module), torch.no_grad():
         # No group ids: the raw rewards do not depend on them; normalization is trainer-side.
         result = scorer.score_padded(**inputs, answers=answers)
-    values = {
-        REWARDS_KEY: result.token_rewards.float(),
-        MASK_KEY: result.reward_mask.long(),
-        LOGPROBS_KEY: result.token_logprobs.float(),
-    }
+    values = {REWARDS_KEY: result.token_rewards.float(), MASK_KEY: result.reward_mask.long(),
+              LOGPROBS_KEY: result.token_logprobs.float()}
     n = inputs["completion_ids"].shape[0]
     return TensorDict({k: to_batch_layout(v.cpu(), batch) for k, v in values.items()}, batch_size=[n])
 
@@ -249,41 +171,37 @@ class RePROWorkerMixin:
 
     _repro_scorer: RePROScorer | None = None
 
-    def _build_repro_scorer(self) -> RePROScorer:
-        engine = self.actor.engine
-        fields = dict(self.config.get("repro", {}) or {})
-        backend = fields.pop("backend", "auto")
-        for key in ("alpha", "normalize"):  # trainer-side settings
-            fields.pop(key, None)
-        return RePROScorer(hf_module(engine.module), engine.model_config.tokenizer, RePROConfig(**fields), backend)
-
     @register(dispatch_mode=make_nd_compute_dataproto_dispatch_fn(mesh_name="actor"))
     def compute_repro_rewards(self, data: TensorDict) -> TensorDict:
+        engine = self.actor.engine
         if self._repro_scorer is None:
-            self._repro_scorer = self._build_repro_scorer()
-        with self.actor.engine.eval_mode():
-            out = score_batch(self._repro_scorer, data, module=self.actor.engine.module)
-        return out
+            fields = dict(self.config.get("repro", {}) or {})
+            backend = fields.pop("backend", "auto")
+            for key in ("alpha", "normalize"):  # trainer-side settings
+                fields.pop(key, None)
+            self._repro_scorer = RePROScorer(hf_module(engine.module), engine.model_config.tokenizer,
+                                             RePROConfig(**fields), backend)
+        with engine.eval_mode():
+            return score_batch(self._repro_scorer, data, module=engine.module)
 
 
-# ------------------------------------------------------------------------------------------
-# Trainer side
-# ------------------------------------------------------------------------------------------
+# -- Trainer side --------------------------------------------------------------------------
 
 
-def batch_process_advantages(
-    batch, group_ids: Sequence[Hashable] | None = None, normalize: str = "group"
-) -> torch.Tensor:
+def batch_process_advantages(batch, group_ids: Sequence[Hashable] | None = None,
+                             normalize: str = "group") -> torch.Tensor:
     """SPEC §6 process advantages ``[N, Lc]`` of a whole batch from its ``repro_rewards`` and
     ``repro_reward_mask`` (dense or nested), normalized over groups ``group_ids`` (default: the
     batch's ``uid``)."""
-    width = _field(batch, "responses").shape[1] if not _field(batch, "responses").is_nested else None
+    responses = _field(batch, "responses")
+    width = None if responses.is_nested else responses.shape[1]
     rewards_tok = to_dense(_field(batch, REWARDS_KEY), width)
     mask = to_dense(_field(batch, MASK_KEY), width).bool()
     if rewards_tok.shape != mask.shape:
-        raise ValueError(f"batch: {REWARDS_KEY} {list(rewards_tok.shape)} and {MASK_KEY} {list(mask.shape)} differ")
-    rewards = [rewards_tok[b][mask[b]] for b in range(mask.shape[0])]
-    points = [[0] + (mask[b].nonzero().flatten() + 1).tolist() for b in range(mask.shape[0])]
+        raise ValueError(f"batch: {REWARDS_KEY} {list(rewards_tok.shape)} and {MASK_KEY} "
+                         f"{list(mask.shape)} differ")
+    rewards = [row[keep] for row, keep in zip(rewards_tok, mask)]
+    points = [[0] + (keep.nonzero().flatten() + 1).tolist() for keep in mask]
     if group_ids is None:
         group_ids = non_tensor_list(batch, "uid")
     return _process_advantages(rewards, points, mask.shape[1], group_ids=group_ids, normalize=normalize)
@@ -301,7 +219,8 @@ def add_process_advantages(data: DataProto, alpha: float = 0.1, normalize: str =
     return data
 
 
-def compute_advantage(data: DataProto, *, alpha: float = 0.1, normalize: str = "group", **verl_kwargs) -> DataProto:
+def compute_advantage(data: DataProto, *, alpha: float = 0.1, normalize: str = "group",
+                      **verl_kwargs) -> DataProto:
     """verl's ``ray_trainer.compute_advantage`` (any estimator; ``verl_kwargs`` are its
     arguments), then ``add_process_advantages``."""
     from verl.trainer.ppo.ray_trainer import compute_advantage as verl_compute_advantage
@@ -309,15 +228,14 @@ def compute_advantage(data: DataProto, *, alpha: float = 0.1, normalize: str = "
     return add_process_advantages(verl_compute_advantage(data, **verl_kwargs), alpha, normalize)
 
 
-def _trainer_settings(config) -> tuple[float, str]:
+def _add_configured_process_advantages(data: DataProto, config) -> None:
     repro = config.algorithm.get("repro", {}) or {}
-    return float(repro.get("alpha", 0.1)), str(repro.get("normalize", "group"))
+    add_process_advantages(data, float(repro.get("alpha", 0.1)), str(repro.get("normalize", "group")))
 
 
 class RePROTrainerMixin:
-    """For a subclass of verl's v1 ``PPOTrainer`` (put it first in the bases): scores after the
-    old log-probs and adds the process advantages after ``_compute_advantage``, both through
-    TransferQueue."""
+    """For a subclass of verl's v1 ``PPOTrainer`` (put it first in the bases): scores after the old
+    log-probs and adds the process advantages after ``_compute_advantage``, through TransferQueue."""
 
     def _compute_old_log_prob(self, batch, metrics: dict):
         batch = super()._compute_old_log_prob(batch, metrics)
@@ -331,20 +249,18 @@ class RePROTrainerMixin:
         batch = super()._compute_advantage(batch, metrics)
         fields = ["uid", "responses", "response_mask", "advantages", REWARDS_KEY, MASK_KEY]
         td = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
-        nested_mask = td["response_mask"]
         data = DataProto(batch=td.to_padded_tensor())
         data.non_tensor_batch["uid"] = np.array(data.batch.pop("uid").tolist(), dtype=object)
-        alpha, normalize = _trainer_settings(self.config)
-        add_process_advantages(data, alpha, normalize)
-        out = TensorDict({"advantages": response_to_nested(data.batch["advantages"], nested_mask)}, batch_size=len(batch))
+        _add_configured_process_advantages(data, self.config)
+        advantages = response_to_nested(data.batch["advantages"], td["response_mask"])
+        out = TensorDict({"advantages": advantages}, batch_size=len(batch))
         return tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=out)
 
 
 class RePROLegacyTrainerMixin:
     """For verl's legacy ``RayPPOTrainer`` (put it first in the bases): scores next to the old
-    log-probs and adds the process advantages right before the actor update (its
-    ``compute_advantage`` is a module-level function, so that is the first overridable point
-    after it)."""
+    log-probs and adds the process advantages right before the actor update, the first overridable
+    point after its ``compute_advantage`` (a module-level function)."""
 
     def _compute_old_log_prob(self, batch: DataProto):
         old_log_prob, mfu = super()._compute_old_log_prob(batch)
@@ -353,7 +269,6 @@ class RePROLegacyTrainerMixin:
 
     def _update_actor(self, batch: DataProto):
         if not batch.meta_info.get("repro_added", False):
-            alpha, normalize = _trainer_settings(self.config)
-            add_process_advantages(batch, alpha, normalize)
+            _add_configured_process_advantages(batch, self.config)
             batch.meta_info["repro_added"] = True
         return super()._update_actor(batch)
