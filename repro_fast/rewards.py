@@ -103,8 +103,11 @@ def process_advantages(
     n = len(check_sequence(rewards, "rewards"))
     check_sequence(points, "points", n)
     check_group_ids(group_ids, n)
-    raw = [_as_float_vector(r, f"rewards[{b}]") for b, r in enumerate(rewards)]
-    pts = [[int(x) for x in p] for p in points]
+    raw = [_as_float_vector(r, f"rewards[{b}]", check_finite=False) for b, r in enumerate(rewards)]
+    if raw and not torch.isfinite(torch.cat(raw)).all():  # one check for the batch, then find the row
+        b = next(b for b, r in enumerate(raw) if not torch.isfinite(r).all())
+        raise ValueError(f"rewards[{b}]: contains NaN or inf")
+    pts = [_as_points(p, f"points[{b}]") for b, p in enumerate(points)]
     for b, (r, p) in enumerate(zip(raw, pts)):
         if not p or p[0] != 0 or any(x >= y for x, y in zip(p, p[1:])) or p[-1] > width:
             raise ValueError(f"points[{b}]: expected 0 = P_0 < P_1 < ... <= width = {width}, got {p}")
@@ -120,31 +123,57 @@ def normalize_rewards(
     rewards: list[torch.Tensor], normalize: str, group_ids: Sequence[Hashable] | None
 ) -> list[torch.Tensor]:
     """SPEC §6: ``r' = (r - mu) / (sigma + 1e-6)`` over all placed rewards of a scope
-    (population std)."""
-    out = [r.clone() for r in rewards]
-    scopes = scope_ids(normalize, len(rewards), group_ids) or []  # "none": no scope
-    for scope in set(scopes):
-        members = [b for b, s in enumerate(scopes) if s == scope and rewards[b].numel()]
-        if members:
-            pooled = torch.cat([rewards[b] for b in members])
-            mu, sigma = pooled.mean(), pooled.var(unbiased=False).sqrt()
-            for b in members:
-                out[b] = (rewards[b] - mu) / (sigma + EPS)
-    return out
+    (population std). One pass of scatter-adds over the pooled rewards: O(total rewards)."""
+    scopes = scope_ids(normalize, len(rewards), group_ids)
+    if scopes is None or not rewards:  # "none"
+        return [r.clone() for r in rewards]
+    counts = [r.numel() for r in rewards]
+    pooled = torch.cat(rewards).to(torch.float64)
+    scope_of = torch.repeat_interleave(torch.tensor(scopes, dtype=torch.long), torch.tensor(counts))
+    n_scopes = max(scopes) + 1
+    size = torch.zeros(n_scopes, dtype=torch.float64).index_add_(0, scope_of, torch.ones_like(pooled))
+    size = size.clamp_min(1.0)  # a scope without rewards has nothing to normalize
+    mean = torch.zeros(n_scopes, dtype=torch.float64).index_add_(0, scope_of, pooled) / size
+    centered = pooled - mean[scope_of]  # two passes, as torch.var does: no cancellation
+    var = torch.zeros(n_scopes, dtype=torch.float64).index_add_(0, scope_of, centered * centered) / size
+    return list((centered / (var.sqrt()[scope_of] + EPS)).split(counts))
 
 
 def place(values: list[torch.Tensor], points: list[list[int]], n_max: int) -> torch.Tensor:
     """Put value j of trajectory b on response token ``P_j - 1`` of a ``[N, n_max]`` tensor."""
     out = torch.zeros(len(values), n_max, dtype=torch.float64)
-    for b, (v, p) in enumerate(zip(values, points)):
-        if v.numel():
-            out[b, torch.tensor(p[1:], dtype=torch.long) - 1] = v.to(torch.float64)
+    counts = [v.numel() for v in values]
+    if sum(counts):
+        rows = np.repeat(np.arange(len(values)), counts)
+        cols = np.concatenate([np.asarray(p[1:], dtype=np.int64) for p in points]) - 1
+        out[torch.from_numpy(rows), torch.from_numpy(cols)] = torch.cat(values).to(torch.float64)
     return out
 
 
-def _as_float_vector(x, name: str) -> torch.Tensor:
+def _as_points(x, name: str) -> list[int]:
+    """Scored prefix lengths as Python ints; floats, bools and strings are refused, never truncated."""
+    if type(x) is list and all(type(v) is int for v in x):  # the common case, checked cheaply
+        return x
     if isinstance(x, torch.Tensor):
-        t = x.detach().to("cpu", torch.float64)
+        if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
+            raise TypeError(f"{name}: expected integer prefix lengths, got a {x.dtype} tensor")
+        x = x.detach().cpu().tolist()
+    elif isinstance(x, np.ndarray):
+        if x.dtype.kind not in "iu":
+            raise TypeError(f"{name}: expected integer prefix lengths, got a {x.dtype} array")
+        x = x.tolist()
+    if isinstance(x, (str, bytes)) or not isinstance(x, Sequence):
+        raise TypeError(f"{name}: expected a list of integer prefix lengths, got {type(x).__name__}")
+    for j, v in enumerate(x):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"{name}[{j}]: expected an int prefix length, got {type(v).__name__} {v!r}")
+    return [int(v) for v in x]
+
+
+def _as_float_vector(x, name: str, check_finite: bool = True) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        plain = x.dtype == torch.float64 and x.device.type == "cpu" and not x.requires_grad
+        t = x if plain else x.detach().to("cpu", torch.float64)  # per-row calls add up at N = 65536
     else:
         if isinstance(x, (str, bytes)) or not isinstance(x, (Sequence, np.ndarray)):
             raise TypeError(f"{name}: expected a sequence of numbers, got {type(x).__name__}")
@@ -154,7 +183,7 @@ def _as_float_vector(x, name: str) -> torch.Tensor:
         t = torch.as_tensor(np.asarray(x, dtype=np.float64))
     if t.ndim != 1:
         raise ValueError(f"{name}: expected a 1-D sequence of numbers, got shape {tuple(t.shape)}")
-    if not torch.isfinite(t).all():
+    if check_finite and not torch.isfinite(t).all():
         raise ValueError(f"{name}: contains NaN or inf")
     return t
 

@@ -6,6 +6,7 @@ One `score()` call: validate -> plan (SPEC §1, §3) -> per micro-batch: token s
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
@@ -21,6 +22,9 @@ from repro_fast.dispatch import resolve_kernels, resolve_planner
 from repro_fast.segments import Planner
 
 BACKENDS = ("auto", "naive", "fast")
+# The widest padded output a call may ask for: far beyond any real completion, and small enough
+# that a typo (10**12) is refused before the forward pass instead of failing inside torch.
+MAX_WIDTH = 1 << 24
 
 
 @dataclass
@@ -62,11 +66,20 @@ class RePROScorer:
         kernels: ``"auto"`` (Triton on CUDA, torch on CPU), ``"triton"`` or ``"torch"``; planner:
             ``"auto"`` (C++ when built), ``"cpp"`` or ``"python"``. None reads the environment
             (`repro_fast.dispatch`); both are resolved once, here.
+
+    A ``torch.compile``-d model is scored through the module it wraps (same parameters); PEFT
+    models score as they are. One scorer may be shared by several threads: its calls are
+    serialized (each one switches the model to eval mode and restores every module's flag on
+    exit, which two overlapping calls would undo for each other).
     """
 
     def __init__(self, model, tokenizer, config: RePROConfig | None = None, backend: str = "auto",
                  kernels: str | None = None, planner: str | None = None):
         check_choice(backend, "backend", BACKENDS)
+        # torch.compile's wrapper has no forward of its own to call by class (verify() does); the
+        # module it wraps holds the same parameters.
+        if isinstance(model, torch.nn.Module) and isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
+            model = model._orig_mod
         head = getattr(model, "get_output_embeddings", None)
         if not isinstance(model, torch.nn.Module) or not callable(head) or head() is None:
             raise TypeError("model: expected a Hugging Face causal LM with an LM head "
@@ -74,6 +87,7 @@ class RePROScorer:
         if not all(callable(getattr(tokenizer, method, None)) for method in ("encode", "decode")):
             raise TypeError(f"tokenizer: expected a Hugging Face tokenizer, got {type(tokenizer).__name__}")
         self.model, self.tokenizer = model, tokenizer
+        self._lock = threading.RLock()
         self.backend_name = "fast" if backend == "auto" else backend
         self.kernels = resolve_kernels(kernels, head().weight.device)
         self.use_cpp_planner = resolve_planner(planner) == "cpp"
@@ -97,12 +111,15 @@ class RePROScorer:
         self.adapter.temperature = config.temperature
         self.backend.token_budget = config.token_budget
         self._planner: Planner | None = None
-        self._answer_cache: dict[str, np.ndarray] = {}
+        # Keyed by the tokenizer's state too: added tokens change how an answer encodes.
+        self._answer_cache: dict[tuple, np.ndarray] = {}
 
     def _vocab_rows(self) -> int:
         """Valid ids: ``[0, embedding rows)``; a policy may sample ids past ``len(tokenizer)``
         when its embedding is padded (Qwen), so those are scored (their text is empty)."""
-        rows = self.model.get_input_embeddings().num_embeddings
+        # weight.shape, not num_embeddings: PEFT wraps the embedding (LoRA, trainable tokens)
+        # in modules that keep the weight but not that attribute.
+        rows = self.model.get_input_embeddings().weight.shape[0]
         if len(self.tokenizer) > rows:
             raise ValueError(f"tokenizer: its vocabulary has {len(self.tokenizer)} tokens but the model's "
                              f"embedding has {rows} rows; use the tokenizer the model was trained with")
@@ -140,8 +157,9 @@ class RePROScorer:
         where = "answers" if b is None else f"answers[{b}]"
         if not isinstance(answer, str):
             raise TypeError(f"{where}: expected a str, got {type(answer).__name__}")
-        if answer in self._answer_cache:
-            return self._answer_cache[answer]
+        key = (answer, id(self.tokenizer), len(self.tokenizer))
+        if key in self._answer_cache:
+            return self._answer_cache[key]
         if not answer.strip():
             raise ValueError(f"{where}: the ground-truth answer is empty")
         text = self.config.answer_template.format(answer=answer)
@@ -154,7 +172,7 @@ class RePROScorer:
         ids = np.asarray(self.tokenizer.encode(text, add_special_tokens=special), dtype=np.int64).reshape(-1)
         if ids.size == 0:
             raise ValueError(f"{where}: {text!r} encodes to no tokens")
-        self._answer_cache[answer] = ids
+        self._answer_cache[key] = ids
         return ids
 
     def _items(self, prompts, responses, answers, group_ids) -> list[Item]:
@@ -181,7 +199,8 @@ class RePROScorer:
     def _plans(self, items: list[Item]):
         rows = self._vocab_rows()
         p = self._planner
-        if p is None or p.rows != rows or p.tables.vocab_size != len(self.tokenizer):
+        if (p is None or p.tokenizer is not self.tokenizer or p.rows != rows
+                or p.tables.vocab_size != len(self.tokenizer)):
             p = self._planner = Planner(self.tokenizer, self.config, rows, self.use_cpp_planner)
         return p.plan_batch([it.response for it in items])
 
@@ -196,9 +215,15 @@ class RePROScorer:
             group_ids: N hashables (GRPO groups) or None (every trajectory its own group).
             width: pad the ``[N, ·]`` outputs to this many columns (at least the longest response).
         """
+        with self._lock:
+            return self._score(prompts, responses, answers, group_ids, width)
+
+    def _score(self, prompts, responses, answers, group_ids, width) -> RePROResult:
         items = self._items(prompts, responses, answers, group_ids)
         n_max = max((len(it.response) for it in items), default=0)
-        width = n_max if width is None else check_int(width, "width (at least the longest response)", n_max)
+        if width is not None:
+            width = check_int(width, "width (at least the longest response)", n_max, max(n_max, MAX_WIDTH))
+        width = n_max if width is None else width
         plans = self._plans(items)
         k, backend, kernels = self.config.num_segments, self.backend, self.kernels
         groups, stats, points, values = [], [], [], []
@@ -227,9 +252,13 @@ class RePROScorer:
         pairs = (("prompt", prompt_ids, prompt_mask), ("completion", completion_ids, completion_mask))
         for name, ids, mask in pairs:
             for what, t in ((f"{name}_ids", ids), (f"{name}_mask", mask)):
-                if not isinstance(t, torch.Tensor) or t.ndim != 2 or t.is_floating_point() or t.is_complex():
-                    raise TypeError(f"{what}: expected a 2-D integer (or bool) tensor, got "
-                                    f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
+                if not isinstance(t, torch.Tensor):
+                    raise TypeError(f"{what}: expected a 2-D integer (or bool) tensor, got {type(t).__name__}")
+                if t.is_floating_point() or t.is_complex():
+                    raise TypeError(f"{what}: expected a 2-D integer (or bool) tensor, got dtype {t.dtype}")
+                if t.ndim != 2:
+                    raise TypeError(f"{what}: expected a 2-D integer (or bool) tensor, got shape "
+                                    f"{tuple(t.shape)}")
             if mask.shape != ids.shape:
                 raise ValueError(f"{name}_mask: expected the shape of {name}_ids {tuple(ids.shape)}, "
                                  f"got {tuple(mask.shape)}")

@@ -59,7 +59,8 @@ def test_score_padded_equals_score(tiny_llama, gpt2_tokenizer):
 @pytest.mark.parametrize(
     "mutate, match",
     [
-        (lambda p, pm, c, cm: (p, pm.float(), c, cm), "prompt_mask"),
+        # the dtype is named, not the shape (the old message said "got (2, 3)")
+        (lambda p, pm, c, cm: (p, pm.float(), c, cm), "prompt_mask: .* got dtype torch.float32"),
         (lambda p, pm, c, cm: (p, pm[:, 1:], c, cm), "prompt_mask: expected the shape"),
         (lambda p, pm, c, cm: (p, pm, c, cm * 2), "completion_mask: expected 0/1"),
         (lambda p, pm, c, cm: (p, pm, c, torch.tensor([[0, 1, 1]] * 2)), "completion_mask: row 0"),
@@ -81,6 +82,15 @@ def test_width_must_cover_the_longest_response(tiny_llama, gpt2_tokenizer):
         scorer.score([Q], [[64, 65, 66]], ["1"], width=2)
 
 
+@pytest.mark.parametrize("width", [10**12, 10**30])
+def test_absurd_width_is_refused_before_the_forward(tiny_llama, gpt2_tokenizer, monkeypatch, width):
+    """Fault: these failed inside torch after the forward pass (allocating ``[N, width]``)."""
+    scorer = RePROScorer(tiny_llama, gpt2_tokenizer)
+    monkeypatch.setattr(scorer.backend, "token_stats", lambda *a: pytest.fail("the forward ran"))
+    with pytest.raises(ValueError, match="width"):
+        scorer.score([Q], [[64, 65, 66]], ["1"], width=width)
+
+
 # ---------------------------------------------------------------------------- process_advantages
 
 
@@ -98,6 +108,28 @@ def test_process_advantages_across_results_equals_one_call(tiny_llama, gpt2_toke
         [groups[b] for b in order],
     )
     torch.testing.assert_close(gathered[torch.tensor(np.argsort(order))], whole.process_advantages, atol=1e-6, rtol=0)
+
+
+def test_process_advantages_many_groups_against_reference():
+    """Random group sizes, empty reward lists, scopes of one: the vectorized normalization equals
+    the float64 reference (tests/reference.py) in every mode."""
+    rng = np.random.default_rng(0)
+    n, width = 300, 40
+    points = [[0, *sorted(rng.choice(np.arange(1, width + 1), rng.integers(0, 6), replace=False).tolist())]
+              for _ in range(n)]
+    rewards = [rng.normal(size=len(p) - 1).tolist() for p in points]
+    groups = rng.integers(0, 60, n).tolist()
+    for normalize, ids in (("group", groups), ("group", None), ("batch", groups), ("none", groups)):
+        got = process_advantages(rewards, points, width, ids, normalize)
+        norm = R.normalize_rewards(rewards, ids, normalize)
+        expect = torch.tensor([R.reward_to_go(width, p, r) for p, r in zip(points, norm)], dtype=torch.float64)
+        torch.testing.assert_close(got.double(), expect, atol=1e-5, rtol=0)
+
+
+def test_process_advantages_takes_integer_tensors_and_arrays():
+    want = process_advantages([[1.0, 2.0]], [[0, 2, 4]], 5)
+    for pts in (torch.tensor([0, 2, 4]), np.array([0, 2, 4], dtype=np.int32)):
+        assert torch.equal(process_advantages([[1.0, 2.0]], [pts], 5), want)
 
 
 def test_process_advantages_against_reference():
@@ -122,6 +154,12 @@ def test_process_advantages_against_reference():
         (([[None]], [[0, 1]], 4), "rewards\\[0\\]\\[0\\]"),
         (([[1.0]], [[0, 1]], 4, "ab"), "group_ids"),
         (([[1.0]], [[0, 1]], -1), "width"),
+        # Faults: non-integer points were truncated ([0, 2.9] -> [0, 2]) or parsed ("03", bools).
+        (([[1.0, 2.0]], [[0, 2.9, 4.5]], 6), "points\\[0\\]\\[1\\]: expected an int"),
+        (([[1.0, 2.0]], [torch.tensor([0.0, 2.0, 4.0])], 6), "points\\[0\\]: expected integer"),
+        (([[1.0]], [[0, "03"]], 6), "points\\[0\\]\\[1\\]"),
+        (([[1.0]], [[False, True]], 6), "points\\[0\\]\\[0\\]"),
+        (([[1.0]], ["01"], 6), "points\\[0\\]"),
     ],
 )
 def test_process_advantages_bad_input(args, match):
@@ -285,3 +323,14 @@ def test_ids_past_the_tokenizer_but_inside_the_embedding_are_scored(gpt2_tokeniz
         assert res.points == [[0, 4, 6, 7]], backend  # the start skips the blank id, as for '\n'
     with pytest.raises(ValueError, match="token id 50272"):
         RePROScorer(model, gpt2_tokenizer).score([Q], [[50272]], ["1"])
+
+
+def test_verl_integration_without_verl_names_what_to_install(monkeypatch):
+    """Fault: importing it without verl said only "No module named 'tensordict'"."""
+    import importlib
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensordict", None)  # as if not installed, in any venv
+    monkeypatch.delitem(sys.modules, "repro_fast.integrations.verl", raising=False)
+    with pytest.raises(ImportError, match="pip install 'verl==0.9.1'"):
+        importlib.import_module("repro_fast.integrations.verl")

@@ -116,10 +116,10 @@ class ModelAdapter:
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
             use_cache=use_cache, return_dict=True, **kwargs,
         )
-        cache_out = getattr(out, "cache", None)
-        if cache_out is None:
-            cache_out = getattr(out, "past_key_values", None)
-        return out.last_hidden_state, cache_out
+        # Read the cache under the field name this release declares: asking a new release's
+        # output for `past_key_values` logs a deprecation warning on every command.
+        field = "cache" if "cache" in getattr(out, "__dataclass_fields__", {}) else "past_key_values"
+        return out.last_hidden_state, getattr(out, field, None)
 
     def verify(self, sample_ids: list[int]) -> None:
         """Check that decoder + head reproduce the model's own logits (again after the head

@@ -2,6 +2,7 @@
 DP rank scores its share of the batch and writes raw rewards (normalizing there would see partial
 groups) and log-probs. Trainer side: SPEC §6 normalization over whole groups (``uid``), then
 ``advantages += alpha * process_advantages * response_mask`` on verl's own outcome advantages.
+FSDP workers only: Megatron workers are not supported.
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ from typing import Hashable, Sequence
 
 import numpy as np
 import torch
-from tensordict import TensorDict
-
-from verl import DataProto
-from verl.single_controller.base.decorator import make_nd_compute_dataproto_dispatch_fn, register
+try:
+    from tensordict import TensorDict
+    from verl import DataProto
+    from verl.single_controller.base.decorator import make_nd_compute_dataproto_dispatch_fn, register
+except ImportError as exc:  # name what to install, not only the first missing module
+    raise ImportError(f"repro_fast.integrations.verl needs verl 0.9.x (and its tensordict): "
+                      f"pip install 'verl==0.9.1' ({exc})") from exc
 
 from repro_fast import RePROConfig, RePROScorer
 from repro_fast.rewards import process_advantages as _process_advantages
