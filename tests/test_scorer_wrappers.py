@@ -110,3 +110,24 @@ def test_peft_model_scores_like_its_merged_weights(gpt2_tokenizer, adapter, back
     _same_result(got, expected, atol=1e-5)
     plain = RePROScorer(make_tiny_model("llama"), gpt2_tokenizer, cfg, backend=backend).score([Q], [Y], ["7"])
     assert not torch.allclose(got.token_logprobs, plain.token_logprobs, atol=1e-3)  # the adapter acts
+
+
+def test_trl_trainer_with_a_lora_config_on_embed_tokens(gpt2_tokenizer, tmp_path):
+    """Fault: ``RePROGRPOTrainer(peft_config=LoraConfig(target_modules=[..., "embed_tokens"]))``
+    failed at construction. Now it trains a step and scores through the adapter."""
+    from datasets import Dataset
+    from trl import GRPOConfig
+
+    from repro_fast.integrations.trl import RePROGRPOTrainer
+
+    data = [{"prompt": f"Question {i}: what is {i} plus 3?\n", "answer": str(i + 3)} for i in range(4)]
+    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=4,
+                      max_completion_length=8, max_steps=1, learning_rate=1e-3, bf16=False, use_cpu=True,
+                      seed=0, report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True)
+    lora = peft.LoraConfig(r=4, target_modules=["embed_tokens", "q_proj"], init_lora_weights=False)
+    trainer = RePROGRPOTrainer(make_tiny_model("llama").train(), lambda completions, **kw: [1.0] * len(completions),
+                               args=args, train_dataset=Dataset.from_list(data), processing_class=gpt2_tokenizer,
+                               peft_config=lora)
+    assert isinstance(trainer.model, peft.PeftModel)
+    trainer.train()
+    assert any("repro/scoring_seconds" in h for h in trainer.state.log_history)
