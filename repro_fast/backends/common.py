@@ -95,12 +95,15 @@ class ModelAdapter:
                 if with_entropy:
                     return ops.fused_logprob_entropy(*args, **kwargs)
                 return ops.fused_logprob(*args, **kwargs), None
-            # Other heads (soft-capping, logit scale, custom modules): chunked torch over the
-            # real head, with the same rounding of its input.
+            # Other heads (soft-capping, logit scale, PEFT-wrapped or custom modules): chunked
+            # torch over the real head, run as the trainer's own forward runs it (under its
+            # autocast when one is on: casting the rows alone would feed bf16 to an fp32 head).
             lps, ents = [], []
             step = max(1, (1 << 24) // max(head.weight.shape[0], 1))
             for rows, rows_targets in zip(hidden.split(step), targets.split(step)):
-                logp = torch.log_softmax(self.logits(rows.to(dtype)).float() / self.temperature, dim=-1)
+                with torch.autocast(device_type, dtype=dtype, enabled=autocast):
+                    logits = self.logits(rows if autocast else rows.to(dtype))
+                logp = torch.log_softmax(logits.float() / self.temperature, dim=-1)
                 lps.append(logp.gather(1, rows_targets[:, None].long())[:, 0])
                 if with_entropy:
                     p = logp.exp()
