@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from repro_fast import rewards as R
-from repro_fast.backends.common import Item, ModelAdapter, padded, scoring_mode
+from repro_fast.backends.common import CapturedForward, Item, ModelAdapter, ResponsePass, padded, scoring_mode
 from repro_fast.backends.fast import FastBackend
 from repro_fast.backends.naive import NaiveBackend
 from repro_fast.config import RePROConfig, check_choice, check_int, check_sequence
@@ -248,7 +248,97 @@ class RePROScorer:
         """`score` on a trainer's padded tensors (SPEC §7): ``[N, Lq]`` prompts (left- or
         right-padded), ``[N, Lc]`` completions (real tokens first), masks 1 on real tokens.
         Every padded output is ``[N, Lc]``, aligned with ``completion_ids``."""
-        rows = []
+        prompts, completions, _ = self._unpadded(prompt_ids, prompt_mask, completion_ids, completion_mask)
+        return self.score(prompts, completions, answers, group_ids, width=completion_ids.shape[1])
+
+    def capture_phase1(self):
+        """A context manager that records phase 1 from a forward the trainer runs itself.
+
+        Inside the block, run the trainer's own no-grad forward of this scorer's model over
+        ``[prompt_ids | completion_ids]`` (one decoder call: one micro-batch); it records that
+        call's last hidden states and KV cache (the cache is switched on, which changes no value).
+        Then pass the record to `score_phase1` with that forward's log-probs and entropies::
+
+            with scorer.capture_phase1() as phase1:
+                logps, entropies = trainer_forward(...)  # [N, Lc] each
+            result = scorer.score_phase1(phase1, prompt_ids, prompt_mask, completion_ids,
+                                         completion_mask, answers, group_ids,
+                                         token_logprobs=logps, token_entropies=entropies)
+        """
+        if self.backend_name != "fast":
+            raise TypeError("capture_phase1: needs backend='fast' (the naive backend keeps no KV cache)")
+        return self.adapter.capture()
+
+    def score_phase1(self, phase1, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                     completion_ids: torch.Tensor, completion_mask: torch.Tensor, answers: Sequence[str],
+                     group_ids: Sequence[Hashable] | None = None, *, token_logprobs: torch.Tensor,
+                     token_entropies: torch.Tensor) -> RePROResult:
+        """`score_padded` whose phase 1 is the trainer's own forward (SPEC §7), recorded by
+        `capture_phase1`: only selection (from ``token_entropies``) and the extend step run here.
+
+        Prompts must be left-padded (flush against the completions, as TRL and verl lay them out)
+        and the forward must have seen ``[prompt_ids | completion_ids]`` with the concatenated
+        masks. ``token_logprobs`` and ``token_entropies``: ``[N, Lc]`` at temperature tau, as the
+        trainer computed them. The result's ``token_logprobs`` is the trainer's tensor itself;
+        the other outputs agree with `score_padded` within the precision's bound for rotary
+        models, and for learned positions when the trainer passed ``position_ids`` that count
+        from each row's first real token (a left-padded row without them shifts every position).
+        """
+        with self._lock:
+            return self._score_phase1(phase1, prompt_ids, prompt_mask, completion_ids, completion_mask,
+                                      answers, group_ids, token_logprobs, token_entropies)
+
+    def _score_phase1(self, phase1, prompt_ids, prompt_mask, completion_ids, completion_mask, answers,
+                      group_ids, token_logprobs, token_entropies) -> RePROResult:
+        prompts, completions, masks = self._unpadded(prompt_ids, prompt_mask, completion_ids, completion_mask)
+        n, lq, lc = len(prompts), prompt_ids.shape[1], completion_ids.shape[1]
+        if n and not masks[0][:, -1].all():
+            row = int((~masks[0][:, -1]).nonzero()[0])
+            raise ValueError(f"prompt_mask: row {row} is not left-padded; score_phase1 needs the prompts "
+                             "flush against the completions (use score_padded for other layouts)")
+        if not isinstance(phase1, CapturedForward):
+            raise TypeError(f"phase1: expected the record of capture_phase1(), got {type(phase1).__name__}")
+        if phase1.calls != 1 or phase1.cache is None:
+            raise ValueError(f"phase1: expected one decoder call with its KV cache inside capture_phase1(), "
+                             f"recorded {phase1.calls}; run one micro-batch per capture")
+        if tuple(phase1.hidden.shape[:2]) != (n, lq + lc):
+            raise ValueError(f"phase1: its forward saw {tuple(phase1.hidden.shape[:2])} tokens, expected "
+                             f"[prompt_ids | completion_ids] = {(n, lq + lc)}")
+        for name, t in (("token_logprobs", token_logprobs), ("token_entropies", token_entropies)):
+            if not isinstance(t, torch.Tensor) or not t.is_floating_point() or tuple(t.shape) != (n, lc):
+                raise TypeError(f"{name}: expected a float [N, Lc] = {[n, lc]} tensor, got "
+                                f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
+        items = self._items(prompts, completions, answers, group_ids)
+        plans = self._plans(items)
+        k, counts = self.config.num_segments, [plan.num_points(self.config.num_segments) for plan in plans]
+        lengths = [len(it.response) for it in items]
+        device = self.adapter.device
+        real = masks[1].to(device)
+        packed_lp = token_logprobs.detach()[real].float()
+        packed_ent = token_entropies.detach()[real].float()
+        # The trainer's layout: y[0] at column lq; pad columns [0, lq - |q|) are no key of any copy.
+        offset = np.full(n, lq)
+        key_start = lq - np.array([len(q) for q in prompts], dtype=np.int64)
+        if phase1.position_ids is None:  # the model numbered the columns 0, 1, ...
+            position_base = offset
+        else:
+            position_base = (phase1.position_ids.expand(n, -1)[:, lq - 1] + 1).cpu().numpy()
+        group = list(range(n))
+        with scoring_mode(self.model):
+            if items:
+                self.adapter.verify(items[0].prompt[:8].tolist())
+            chosen = R.select_points(packed_ent, lengths, plans, k, self.kernels)
+            rows = ResponsePass(packed_lp, packed_ent, phase1.hidden, phase1.cache, lq + lc,
+                                offset=offset, key_start=key_start, position_base=position_base)
+            values = self.backend.answer_logprobs(items, group, chosen, counts, rows)
+        phase1.hidden = phase1.cache = None  # the caller's record no longer pins them
+        result = self._result(items, plans, [group], [(packed_lp, packed_ent)], [chosen], [values], group_ids, lc)
+        result.token_logprobs = token_logprobs
+        return result
+
+    def _unpadded(self, prompt_ids, prompt_mask, completion_ids, completion_mask):
+        """The real tokens of each row of a trainer's padded tensors, and the two boolean masks."""
+        rows, masks = [], []
         pairs = (("prompt", prompt_ids, prompt_mask), ("completion", completion_ids, completion_mask))
         for name, ids, mask in pairs:
             for what, t in ((f"{name}_ids", ids), (f"{name}_mask", mask)):
@@ -275,10 +365,11 @@ class RePROScorer:
                 raise ValueError(f"{name}_mask: row {int(bad.nonzero()[0])} is not one contiguous run of "
                                  f"real tokens{where}")
             rows.append([row[keep] for row, keep in zip(ids.detach().cpu(), m)])
+            masks.append(m)
         if prompt_ids.shape[0] != completion_ids.shape[0]:
             raise ValueError(f"completion_ids: expected {prompt_ids.shape[0]} rows like prompt_ids, "
                              f"got {completion_ids.shape[0]}")
-        return self.score(rows[0], rows[1], answers, group_ids, width=completion_ids.shape[1])
+        return rows[0], rows[1], masks
 
     def _result(self, items, plans, groups, stats, points, values, group_ids, width) -> RePROResult:
         cfg, device = self.config, self.adapter.device

@@ -26,14 +26,33 @@ class Item:
 
 @dataclass
 class ResponsePass:
-    """The forward over right-padded ``[q, y]``: fp32 stats of every response token back to back
-    (entropies None when not asked for); ``hidden`` ``[B, L, H]`` and ``cache`` only when kept."""
+    """The forward over ``[q, y]``: stats of every response token back to back (entropies None
+    when not asked for); ``hidden`` ``[B, L, H]`` and ``cache`` only when kept.
+
+    The layout of the kept rows (phase 2 builds its copies on it), per row ``r``: ``offset[r]``
+    is the column of ``y[0]``, the real keys are the columns ``[key_start[r], offset[r] + n_r)``,
+    and ``y[0]`` sits at position ``position_base[r]``. The scorer's own pass is right-padded
+    (``key_start = 0``, ``offset = position_base = |q|``); a trainer's pass (`capture`) is
+    left-padded prompts + right-padded completions."""
 
     logprobs: torch.Tensor
     entropies: torch.Tensor | None
     hidden: torch.Tensor | None = None
     cache: object = None
     width: int = 0
+    offset: np.ndarray | None = None
+    key_start: np.ndarray | None = None
+    position_base: np.ndarray | None = None
+
+
+@dataclass
+class CapturedForward:
+    """What `ModelAdapter.capture` recorded of one decoder call of a trainer's own forward."""
+
+    hidden: torch.Tensor | None = None  # [B, L, H], the decoder's last hidden states
+    cache: object = None
+    position_ids: torch.Tensor | None = None  # as the trainer passed them (None: 0, 1, ... per column)
+    calls: int = 0
 
 
 class ModelAdapter:
@@ -110,6 +129,30 @@ class ModelAdapter:
                     ents.append(-torch.where(p == 0, 0.0, p * logp).sum(-1))
             return torch.cat(lps), torch.cat(ents) if with_entropy else None
 
+    @contextlib.contextmanager
+    def capture(self):
+        """Record the decoder's hidden states and KV cache during a trainer's own forward of the
+        model (which may have asked for no cache: the cache is turned on, which changes no value)."""
+        decoder, record = self.model.get_decoder(), CapturedForward()
+
+        def before(module, args, kwargs):
+            kwargs["use_cache"] = True
+            record.position_ids = kwargs.get("position_ids")
+            return args, kwargs
+
+        def after(module, args, kwargs, out):
+            record.calls += 1
+            field = "cache" if "cache" in getattr(out, "__dataclass_fields__", {}) else "past_key_values"
+            record.hidden, record.cache = out.last_hidden_state, getattr(out, field, None)
+
+        handles = [decoder.register_forward_pre_hook(before, with_kwargs=True),
+                   decoder.register_forward_hook(after, with_kwargs=True)]
+        try:
+            yield record
+        finally:
+            for handle in handles:
+                handle.remove()
+
     def hidden(self, input_ids, attention_mask, position_ids, cache=None, use_cache=False, **kwargs):
         """Final hidden states ``[B, L, H]`` and the KV cache (when ``use_cache``); extra keyword
         arguments go down to the attention functions."""
@@ -168,7 +211,9 @@ class ModelAdapter:
         index = torch.from_numpy(index).to(device)
         targets = torch.from_numpy(np.concatenate(responses)).to(device)
         lp, ent = self.head_stats(hidden.reshape(-1, hidden.shape[-1])[index], targets, with_entropy)
-        return ResponsePass(lp, ent, hidden if keep else None, cache, width)
+        offset = np.array([len(q) for q in prompts])
+        return ResponsePass(lp, ent, hidden if keep else None, cache, width, offset=offset,
+                            key_start=np.zeros_like(offset), position_base=offset)
 
 
 def padded(packed: torch.Tensor, lengths: list[int], width: int) -> torch.Tensor:

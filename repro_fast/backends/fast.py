@@ -75,25 +75,25 @@ class FastBackend:
                         phase1: ResponsePass) -> torch.Tensor:
         """``J(P_j)`` of every point of the group, back to back like ``points``."""
         device = self.adapter.device
-        prompt_len = np.array([len(items[b].prompt) for b in group])
         answers = [items[b].answer for b in group]
         owner = np.repeat(np.arange(len(group)), counts)  # row of every point
-        # First answer token of every copy: phase-1 hidden state at |q| + P_j - 1.
-        row_start = torch.from_numpy(owner * phase1.width + prompt_len[owner] - 1).to(device)
+        # First answer token of every copy: phase-1 hidden state at column offset + P_j - 1.
+        row_start = torch.from_numpy(owner * phase1.width + phase1.offset[owner] - 1).to(device)
         first = torch.from_numpy(np.array([answers[r][0] for r in owner], dtype=np.int64)).to(device)
         hidden = phase1.hidden.flatten(0, 1)[row_start + points]
         phase1.hidden = None  # phase 2 needs only the cache: free [B, L, H] before the extend step
         totals, _ = self.adapter.head_stats(hidden, first, with_entropy=False)
         if any(len(a) > 1 for a in answers):
-            totals = totals + self._extend(answers, prompt_len, counts, points, phase1)
+            totals = totals + self._extend(answers, counts, points, phase1)
         return totals / torch.tensor([len(answers[r]) for r in owner], dtype=torch.float32, device=device)
 
-    def _extend(self, answers, prompt_len, counts, points, phase1: ResponsePass) -> torch.Tensor:
+    def _extend(self, answers, counts, points, phase1: ResponsePass) -> torch.Tensor:
         """Phase 2: ``sum_{i >= 1} log p(a_i)`` of every copy, one extend step over the cache.
 
         Row r holds its copies back to back: copy token c is answer token i = c mod s of copy
-        j = c div s (s = |a| - 1). Padding tokens see cache key 0 and themselves only, and are
-        dropped from the sums."""
+        j = c div s (s = |a| - 1), at position ``position_base + P_j + i``, seeing the cache
+        columns ``[key_start, offset + P_j)``. Padding tokens see cache key 0 and themselves
+        only, and are dropped from the sums."""
         adapter, device = self.adapter, self.adapter.device
         as_t = partial(torch.as_tensor, device=device)
         span = np.array([len(a) - 1 for a in answers])
@@ -111,10 +111,13 @@ class FastBackend:
         ids = as_t(np.where(valid, answer_pad[rows, i], 0))
         copy_start = as_t(np.where(valid, j * s, c))  # padding: only itself
         valid_t = as_t(valid)
-        prefix = as_t(prompt_len)[:, None] + points[as_t(point_index)]  # |q| + P_j
-        positions = torch.where(valid_t, prefix + as_t(i), 0)
-        limit = torch.where(valid_t, prefix, 1)  # cache keys [0, limit) visible
-        if self.prefix_kernel:
+        chosen = points[as_t(point_index)]  # P_j of every copy token
+        positions = torch.where(valid_t, as_t(phase1.position_base)[:, None] + chosen + as_t(i), 0)
+        limit = torch.where(valid_t, as_t(phase1.offset)[:, None] + chosen, 1)  # cache keys [., limit) visible
+        # A left-padded trainer layout hides its pad columns [0, key_start) from every copy; the
+        # prefix kernel has no lower bound, so that layout takes the mask.
+        key_start = np.where(valid, phase1.key_start[:, None], 0)
+        if self.prefix_kernel and not key_start.any():
             meta = PrefixMeta(limit.to(torch.int32), copy_start.to(torch.int32))
             # The kernel takes its pattern from `meta`; the mask argument is a placeholder that
             # transformers passes through unchanged (4-D), so no [B, C, L + C] mask is built.
@@ -123,7 +126,9 @@ class FastBackend:
                 hidden, _ = adapter.hidden(ids, placeholder, positions, cache=phase1.cache, use_cache=True,
                                            repro_prefix=meta)
         else:
-            mask = self._mask(prefix_attention_mask(limit, copy_start, phase1.width)[:, None])
+            allowed = prefix_attention_mask(limit, copy_start, phase1.width)
+            allowed[..., : phase1.width] &= torch.arange(phase1.width, device=device) >= as_t(key_start)[..., None]
+            mask = self._mask(allowed[:, None])
             hidden, _ = adapter.hidden(ids, mask, positions, cache=phase1.cache, use_cache=True)
         # Index with host-built flat indices, not a boolean mask (which would sync a GPU).
         real = hidden.flatten(0, 1)[as_t(np.flatnonzero(valid))]
