@@ -1,185 +1,321 @@
-"""`repro-fast` command line: the GRPO demo, the scoring demo, training, SFT, multi-seed studies
-and the HTML inspector (`repro-fast COMMAND --help` for each)."""
+"""`repro-fast` command line: the GRPO demo (and, with --scoring, the scoring demo), training, SFT,
+multi-seed studies and the HTML inspector (`repro-fast COMMAND --help` for each)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 import json
 import re
 import sys
 
+from repro_fast.outputs import UsageError, check_run_dir
+
 TASKS = "toy | gsm8k | gsm8k_variants"
-THREADS = "torch CPU threads (default: the task's; toy: 1)"
+THREADS = "torch CPU threads (default: the task's; toy: 1; 0: torch's default)"
+# what the training demo writes into its --out (grpo/demo.py): an earlier demo's are replaced
+DEMO_WRITES = ("sft", "repro", "grpo", "plots", "demo_summary.json")
+# flags of the training demo and of `demo --scoring`; a flag of the other mode is an error
+DEMO_TRAINING = ("out", "steps", "sft_steps", "seed")
+DEMO_SCORING = ("problems", "segments")
 
 
-def _add_scoring_demo_args(p) -> None:
-    p.add_argument("--problems", type=int, default=3, help="scoring demo: how many GSM8K problems (1-100)")
-    p.add_argument("--segments", type=int, default=20, help="scoring demo: num_segments k")
+def _default(fn, name: str):
+    """The default of parameter ``name`` of ``fn``: the one place a command's defaults are written."""
+    return inspect.signature(fn).parameters[name].default
 
 
-def _scoring_demo(parser, args) -> None:
-    if not 1 <= args.problems <= 100:
-        parser.error(f"--problems: expected 1..100, got {args.problems}")
-    if args.segments < 1:
-        parser.error(f"--segments: expected >= 1, got {args.segments}")
+def _shown(value) -> str:
+    """A default as the help shows it: JSON (how --set and config files write it), a string bare."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _escape(text: str) -> str:
+    return text.replace("%", "%%")  # argparse %-formats every help string
+
+
+def _add_field_flag(parser, cls, name: str) -> None:
+    """A flag for field ``name`` of the config dataclass ``cls``: its type and documentation from the
+    field, its default shown in the help. The flag's own default is None: "not given", so that a
+    value from a config file stands and a clash with --set can be told apart."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    kind = f.type.split(" | ")[0]
+    doc = _escape(f.metadata["help"])
+    if kind == "bool" and f.default is True:
+        parser.add_argument(f"--no-{name.replace('_', '-')}", dest=name, action="store_false", default=None,
+                            help=f"set {name} to false; {name}: {doc} (default: true)")
+    elif kind == "bool":
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, action="store_true", default=None,
+                            help=f"{doc} (default: false)")
+    else:
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None,
+                            type={"int": int, "float": float}.get(kind, str),
+                            help=f"{doc} (default: {_escape(_shown(f.default))})")
+
+
+class _ListSettings(argparse.Action):
+    """``--list-settings``: print every settable GRPOConfig field (type, default, documentation), exit 0."""
+
+    def __init__(self, option_strings, dest, skip=(), header="", **kwargs):
+        self.skip, self.header = skip, header
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from repro_fast.grpo.config import GRPOConfig, describe_settings
+
+        defaults = {f.name: f.default for f in dataclasses.fields(GRPOConfig)}
+        flags = {}
+        for action in parser._actions:
+            if action.option_strings and action.dest not in ("help", "list_settings"):
+                # a command's own default for a field (e.g. study --steps) is not GRPOConfig's
+                own = action.nargs != 0 and action.default not in (None, argparse.SUPPRESS,
+                                                                    defaults.get(action.dest))
+                flags[action.dest] = action.option_strings[0] + (f", default {action.default}" if own else "")
+        print(self.header)
+        print(describe_settings(GRPOConfig, skip=self.skip, flags=flags))
+        parser.exit(0)
+
+
+def _flag_names(parser, values_only: bool = False) -> dict[str, str]:
+    """Each destination (config field) of ``parser``'s flags -> its flag (``values_only``: of the flags that
+    take a value, not of switches such as --no-progress)."""
+    return {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings
+            and a.dest not in ("help", "list_settings") and not (values_only and a.nargs == 0)}
+
+
+def _add_set_flags(parser, what: str, skip=(), config_file: bool = False) -> None:
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"{what} (VALUE parsed as JSON, e.g. null, true, 0.5, else a string); "
+                             "repeatable. A setting with its own flag is set by that flag only. "
+                             "--list-settings names them all (default: none)")
+    parser.add_argument("--list-settings", action=_ListSettings, skip=skip,
+                        help="print every setting (type, default, meaning, its flag) and exit",
+                        header="Settings (--set KEY=VALUE, VALUE as JSON"
+                               + (", or a key of the config file, which a flag given too overrides"
+                                  if config_file else "; each applies to both arms")
+                               + "); [--flag]: set by that flag only\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `repro-fast` argument parser: one sub-parser per command."""
     from repro_fast.demo import run_demo
+    from repro_fast.grpo.config import GRPOConfig
+    from repro_fast.grpo.demo import run_training_demo
+    from repro_fast.grpo.sft import SFTConfig
+    from repro_fast.grpo.study import FIXED, run_study
 
-    run_demo(num_problems=args.problems, num_segments=args.segments)
-
-
-def _fail(message: str, flags=()) -> None:
-    """Exit 2 with ``message``; a leading ``field:`` that is also a flag is named as the flag."""
-    message = re.sub(r"^(\w+):", lambda m: f"--{m[1].replace('_', '-')}:"
-                     if f"--{m[1].replace('_', '-')}" in flags else m[0], message)
-    print(f"repro-fast: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
-
-
-def _settings(items: list[str]) -> dict:
-    """``--set KEY=VALUE`` items (VALUE parsed as JSON, else a string)."""
-    from repro_fast.grpo.config import ConfigError
-
-    out = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise ConfigError(f"set: expected KEY=VALUE, got {item!r}")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-    return out
-
-
-def _fields(args, *drop: str) -> dict:
-    """The parsed flags by destination (the config fields they set), less ``drop``."""
-    return {k: v for k, v in vars(args).items() if k not in ("command", "set", *drop)}
-
-
-def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="repro-fast", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="SFT + GRPO with and without RePro on the toy task (CPU, minutes)")
+    demo = sub.add_parser("demo", help="SFT + GRPO with and without RePro on the toy task (CPU, minutes); "
+                                       "--scoring: score real GSM8K chains of thought instead")
     demo.add_argument("--scoring", action="store_true",
-                      help="run the GSM8K scoring demo (SmolLM2-135M-Instruct) instead")
-    demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo; its runs are replaced)")
-    demo.add_argument("--steps", type=int, default=60, help="GRPO steps per run (default: 60)")
-    demo.add_argument("--sft-steps", type=int, default=300, help="SFT steps (default: 300)")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--threads", type=int, help="torch CPU threads (default: 1 for the toy model)")
-    _add_scoring_demo_args(demo)
-
-    score_demo = sub.add_parser("score-demo", help="score real GSM8K chains of thought with SmolLM2-135M-Instruct")
-    _add_scoring_demo_args(score_demo)
+                      help="run the scoring demo instead: RePro's segments and rewards of real GSM8K "
+                           "chains of thought scored by SmolLM2-135M-Instruct, and the fast and naive "
+                           "scorers' times")
+    training = f"training demo only (not with --scoring): {{}} (default: {{}})"
+    demo.add_argument("--out", help=training.format(
+        "output folder; an earlier demo's outputs in it are replaced, a folder holding other files "
+        "is refused",
+        _default(run_training_demo, "out")))
+    demo.add_argument("--steps", type=int, help=training.format("GRPO steps per run",
+                                                                _default(run_training_demo, "steps")))
+    demo.add_argument("--sft-steps", type=int, help=training.format("SFT warm-start steps",
+                                                                    _default(run_training_demo, "sft_steps")))
+    demo.add_argument("--seed", type=int, help=training.format("seed of the SFT and both GRPO runs",
+                                                               _default(run_training_demo, "seed")))
+    scoring = "--scoring only: {} (default: {})"
+    demo.add_argument("--problems", type=int, help=scoring.format("how many GSM8K problems to score, 1-100",
+                                                                  _default(run_demo, "num_problems")))
+    demo.add_argument("--segments", type=int, help=scoring.format("RePro's num_segments k",
+                                                                  _default(run_demo, "num_segments")))
+    demo.add_argument("--threads", type=int, help="torch CPU threads (default: 1 for the toy model; with "
+                                                  "--scoring, torch's own setting)")
 
     train = sub.add_parser("train", help="GRPO with RePro advantages")
-    train.add_argument("config", nargs="?", help="a .json or .toml config file (optional)")
-    train.add_argument("--task", help=TASKS)
-    train.add_argument("--steps", type=int)
-    train.add_argument("--scorer", help="fast | naive | none")
-    train.add_argument("--alpha", type=float, help="weight of RePro's process advantage (0: plain GRPO)")
-    train.add_argument("--seed", type=int)
-    train.add_argument("--out", help="output folder (metrics.jsonl, checkpoints, plots); must be empty")
-    train.add_argument("--overwrite", action="store_true", default=None,
-                       help="replace the run in a non-empty --out (a cached toy SFT is kept if its settings match)")
-    train.add_argument("--init", help="checkpoint folder to start from (e.g. from `repro-fast sft`)")
-    for flag, kind in (("--lr", float), ("--prompts-per-step", int), ("--group-size", int),
-                       ("--max-new-tokens", int), ("--kl-coef", float)):
-        train.add_argument(flag, type=kind)
-    train.add_argument("--device", help="auto | cpu | cuda")
-    train.add_argument("--threads", type=int, help=THREADS)
-    train.add_argument("--compare-naive", action="store_true", default=None,
-                       help="also time the naive scorer on every rollout batch")
-    train.add_argument("--no-progress", dest="progress", action="store_false", default=None)
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="any other config field (value parsed as JSON, else a string); repeatable")
+    train.add_argument("config", nargs="?", help="a .json or .toml file of settings (keys: --list-settings); "
+                                                 "a flag given too overrides the file's key (default: none)")
+    for name in ("task", "steps", "scorer", "alpha", "seed", "out", "overwrite", "init", "lr",
+                 "prompts_per_step", "group_size", "max_new_tokens", "kl_coef", "device", "threads",
+                 "compare_naive", "progress"):
+        _add_field_flag(train, GRPOConfig, name)
+    _add_set_flags(train, "any other setting of the run", config_file=True)
 
-    sft = sub.add_parser("sft", help="supervised warm start")
-    sft.add_argument("--task", default="toy", help=TASKS)
-    sft.add_argument("--out", default="runs/sft")
-    sft.add_argument("--steps", type=int, default=300)
-    sft.add_argument("--batch-size", type=int, default=32)
-    sft.add_argument("--lr", type=float)
-    sft.add_argument("--seed", type=int, default=0)
-    sft.add_argument("--init")
-    sft.add_argument("--device", default="auto")
-    sft.add_argument("--threads", type=int, help=THREADS)
+    sft = sub.add_parser("sft", help="supervised warm start (the checkpoint `train --init` starts from)")
+    for f in dataclasses.fields(SFTConfig):
+        _add_field_flag(sft, SFTConfig, f.name)
 
     study = sub.add_parser("study", help="N seeds of GRPO and GRPO + RePro: mean and 95%% interval of held-out "
-                                          "accuracy, response length, re-checks; a plot")
-    study.add_argument("--seeds", type=int, default=5)
-    study.add_argument("--task", default="toy", help=TASKS)
-    study.add_argument("--steps", type=int, default=60, help="GRPO steps per run")
-    study.add_argument("--sft-steps", type=int, default=300, help="toy: SFT steps of each seed's warm start")
-    study.add_argument("--eval-problems", type=int, default=256, help="held-out problems (one sample each, tau = 1)")
-    study.add_argument("--alpha", type=float, default=0.1, help="RePro's weight in the RePro arm")
-    study.add_argument("--out", default="runs/study", help="output folder (study.json, study.md, study.png; "
-                                                           "its runs are replaced)")
-    study.add_argument("--threads", type=int, help=THREADS)
-    study.add_argument("--no-progress", dest="progress", action="store_false")
-    study.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="any other GRPO config field for both arms; repeatable")
+                                         "accuracy, response length, re-checks; a plot")
+
+    def study_flag(flag, kind, text):
+        dest = flag.removeprefix("--").replace("-", "_")
+        study.add_argument(flag, type=kind, default=_default(run_study, dest),
+                           help=f"{text} (default: %(default)s)")
+
+    study_flag("--seeds", int, "how many seeds; each has its own SFT warm start (toy) and both arms")
+    study_flag("--task", str, TASKS)
+    study_flag("--steps", int, "GRPO steps per run")
+    study_flag("--sft-steps", int, "toy: SFT steps of each seed's warm start")
+    study_flag("--eval-problems", int, "held-out problems (one sample each, tau = 1)")
+    study_flag("--alpha", float, "RePro's weight in the RePro arm")
+    study_flag("--out", str, "output folder (study.json, study.md, study.png, seedN/); an earlier study "
+                             "in it is replaced, a folder holding other files is refused")
+    study.add_argument("--threads", type=int, default=_default(run_study, "threads"), help=THREADS)
+    study.add_argument("--no-progress", dest="progress", action="store_false",
+                       help="turn off the progress bars (default: shown on a terminal)")
+    _add_set_flags(study, "any other GRPO setting, for both arms", skip=FIXED)
 
     insp = sub.add_parser("inspect", help="HTML page: each CoT coloured by RePro's segment rewards, the J curve, "
                                           "S_magn, S_stab, S, r")
-    insp.add_argument("--input", required=True, help="JSON lines, each with text 'prompt', 'response', 'answer'")
-    insp.add_argument("--out", required=True, help="the HTML file to write")
-    insp.add_argument("--model", help="a Hugging Face model folder (default: the offline "
-                                      "SmolLM2-135M-Instruct)")
-    insp.add_argument("--segments", type=int, default=20, help="num_segments k")
+    insp.add_argument("--input", required=True,
+                      help="JSON lines, each with text 'prompt', 'response', 'answer' (required)")
+    insp.add_argument("--out", required=True, help="the HTML file to write; an existing file is refused "
+                                                   "unless --overwrite (required)")
+    insp.add_argument("--overwrite", action="store_true",
+                      help="replace an existing --out file (never --input) (default: false)")
+    insp.add_argument("--model",
+                      help="a Hugging Face model folder (default: the offline SmolLM2-135M-Instruct)")
+    insp.add_argument("--segments", type=int, default=20,
+                      help="RePro's num_segments k (default: %(default)s)")
+    return parser
 
-    args = parser.parse_args(argv)
-    flags = sub.choices[args.command]._option_string_actions
 
-    if args.command == "score-demo" or (args.command == "demo" and args.scoring):
-        _scoring_demo(parser, args)
+def subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The command name -> sub-parser map of `build_parser`'s parser."""
+    return next(a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+
+
+def _fail(message: str, flags: dict[str, str]) -> None:
+    """Exit 2 with ``message``; a leading ``field:`` that a flag sets (``flags``) is named as the flag."""
+    message = re.sub(r"^(\w+):", lambda m: f"{flags[m[1]]}:" if m[1] in flags else m[0], message)
+    print(f"repro-fast: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _settings(items: list[str], flags: dict[str, str]) -> dict:
+    """``--set KEY=VALUE`` items (VALUE parsed as JSON, else a string); a key with its own flag is refused,
+    so that a setting has one name on the command line (and `--steps 5 --set steps=100` cannot pass)."""
+    out = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq:
+            raise UsageError(f"set: expected KEY=VALUE, got {item!r}")
+        if key in flags:
+            raise UsageError(f"set: {key} has its own flag, {flags[key]}; use that instead")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _given(args, *drop: str) -> dict:
+    """The flags the user gave (not None), by destination (the settings they set), less ``drop``."""
+    return {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "set", *drop)}
+
+
+def _demo(args) -> None:
+    mode, other = ("--scoring", DEMO_TRAINING) if args.scoring else ("the training demo", DEMO_SCORING)
+    if wrong := [name for name in other if getattr(args, name) is not None]:
+        raise UsageError(f"{wrong[0]}: does not apply to {mode}; drop it"
+                         + ("" if args.scoring else " or add --scoring"))
+    if args.scoring:
+        _scoring_demo(args)
         return
+    from repro_fast.grpo.config import GRPOConfig
+    from repro_fast.grpo.demo import run_training_demo
+    from repro_fast.grpo.sft import SFTConfig
 
-    from repro_fast.grpo.config import ConfigError
+    kwargs = _given(args, "scoring", *DEMO_SCORING)
+    chosen = {name: kwargs.get(name, _default(run_training_demo, name))
+              for name in ("steps", "sft_steps", "seed")}
+    # every setting and the out folder, checked before the demo writes or trains anything
+    GRPOConfig(task="toy", threads=kwargs.get("threads"), progress=False, **chosen)
+    SFTConfig(steps=chosen["sft_steps"], seed=chosen["seed"], threads=kwargs.get("threads"))
+    out = kwargs.get("out", _default(run_training_demo, "out"))
+    run_dir = check_run_dir(out, "demo", overwrite=True, writes=DEMO_WRITES, flag=None).claim()
+    run_dir.record(*DEMO_WRITES)
+    run_training_demo(**kwargs)
 
+
+def _scoring_demo(args) -> None:
+    from repro_fast.demo import run_demo
+
+    problems = args.problems if args.problems is not None else _default(run_demo, "num_problems")
+    segments = args.segments if args.segments is not None else _default(run_demo, "num_segments")
+    if not 1 <= problems <= 100:
+        raise UsageError(f"problems: expected 1..100, got {problems}")
+    if segments < 1:
+        raise UsageError(f"segments: expected >= 1, got {segments}")
+    if args.threads is not None and args.threads < 0:
+        raise UsageError(f"threads: expected an int >= 0, got {args.threads}")
+    run_demo(num_problems=problems, num_segments=segments, threads=args.threads)
+
+
+def _train(args, flags) -> None:
+    from repro_fast.grpo.config import load_config
+    from repro_fast.grpo.loop import train as run_train
+
+    # flags override the config file's keys; --set takes only keys without a flag
+    config = load_config(args.config, **_given(args, "config"), **_settings(args.set, flags))
+    summary = run_train(config)
+    ev = summary["eval"]
+    last = ev.get(str(summary["steps"]))
+    print(f"done: {config.out}/metrics.jsonl, {config.out}/final, plots in {config.out}/plots")
+    if last and "0" in ev:
+        kind = "greedy" if config.eval_greedy else f"sampled (tau = {config.temperature:g})"
+        print(f"{kind} eval accuracy {ev['0']['accuracy']:.3f} -> {last['accuracy']:.3f}, mean response "
+              f"length {ev['0']['response_length']:.1f} -> {last['response_length']:.1f} tokens")
+
+
+def _sft(args) -> None:
+    from repro_fast.grpo.sft import SFTConfig, run_sft
+
+    config = SFTConfig(**_given(args))
+    summary = run_sft(config)
+    print(f"saved {config.out}: {summary['params']} parameters, {summary['train_s']:.0f} s, greedy "
+          f"accuracy {summary['eval_accuracy']:.3f}, mean response length "
+          f"{summary['eval_response_length']:.1f} tokens")
+
+
+def _study(args, flags) -> None:
+    from repro_fast.grpo.study import run_study
+
+    run_study(**_given(args), **_settings(args.set, flags))
+
+
+def _inspect(args) -> None:
+    from repro_fast.inspector import run_inspect
+
+    run_inspect(args.input, args.out, model=args.model, num_segments=args.segments, overwrite=args.overwrite)
+    print(f"wrote {args.out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = subparsers(parser)[args.command]
+    flags = _flag_names(command)
     try:
         if args.command == "demo":
-            from repro_fast.grpo.demo import run_training_demo
-
-            run_training_demo(**_fields(args, "scoring", "problems", "segments"))
+            _demo(args)
         elif args.command == "train":
-            from repro_fast.grpo.config import load_config
-            from repro_fast.grpo.loop import train as run_train
-
-            config = load_config(args.config, **{**_fields(args, "config"), **_settings(args.set)})
-            summary = run_train(config)
-            ev = summary["eval"]
-            last = ev.get(str(summary["steps"]))
-            print(f"done: {config.out}/metrics.jsonl, {config.out}/final, plots in {config.out}/plots")
-            if last and "0" in ev:
-                kind = "greedy" if config.eval_greedy else f"sampled (tau = {config.temperature:g})"
-                print(f"{kind} eval accuracy {ev['0']['accuracy']:.3f} -> {last['accuracy']:.3f}, "
-                      f"mean response length {ev['0']['response_length']:.1f} -> {last['response_length']:.1f} tokens")
-        elif args.command == "study":
-            from repro_fast.grpo.study import run_study
-
-            fields, settings = _fields(args), _settings(args.set)
-            if clash := sorted(set(fields) & set(settings)):
-                raise ConfigError(f"set: {clash[0]} has its own flag, --{clash[0].replace('_', '-')}")
-            run_study(**fields, **settings)
-        elif args.command == "inspect":
-            from repro_fast.inspector import run_inspect
-
-            run_inspect(args.input, args.out, model=args.model, num_segments=args.segments)
-            print(f"wrote {args.out}")
+            _train(args, flags)
         elif args.command == "sft":
-            from repro_fast.grpo.sft import SFTConfig, run_sft
-
-            summary = run_sft(SFTConfig(**_fields(args)))
-            print(f"saved {args.out}: {summary['params']} parameters, {summary['train_s']:.0f} s, greedy accuracy "
-                  f"{summary['eval_accuracy']:.3f}, mean response length {summary['eval_response_length']:.1f} tokens")
-    except (ConfigError, FileNotFoundError) as exc:
-        _fail(str(exc), flags)
+            _sft(args)
+        elif args.command == "study":
+            _study(args, flags)
+        elif args.command == "inspect":
+            _inspect(args)
+    except (UsageError, FileNotFoundError) as exc:  # ConfigError is a UsageError
+        _fail(str(exc), _flag_names(command, values_only=True))
     except ValueError as exc:
         if str(exc).startswith(("task:", "init:", "verifier:")):
-            _fail(str(exc), flags)
+            _fail(str(exc), _flag_names(command, values_only=True))
         raise
 
 

@@ -166,6 +166,8 @@ def check_run_dir(out: str, command: str, *, overwrite: bool, writes: tuple[str,
     theirs = [e for e in entries if e not in earlier]
     if clash := [e for e in theirs if any(fnmatch.fnmatchcase(e, pattern) for pattern in writes)]:
         raise UsageError(f"{name}: folder {out!r} holds {', '.join(clash[:6])}, which the earlier {run} "
-                         f"did not create and this run could write over; move it away or choose a new --{name}")
+                         "did not create and this run could write over; move it away or choose a new "
+                         f"--{name}")
     ours = [e for e in earlier if os.path.lexists(os.path.join(out, e))]
-    return RunDir(out, command, replace=[e for e in ours if e not in keep], created=[e for e in ours if e in keep])
+    return RunDir(out, command, replace=[e for e in ours if e not in keep],
+                  created=[e for e in ours if e in keep])

@@ -11,8 +11,9 @@ import pytest
 
 import repro_fast.grpo.loop as loop
 import repro_fast.grpo.sft as sft
-from repro_fast.cli import main
+from repro_fast.cli import build_parser, main, subparsers
 from repro_fast.grpo import GRPOConfig
+from repro_fast.outputs import MANIFEST
 
 
 @pytest.fixture(autouse=True)
@@ -34,12 +35,18 @@ def _cli_error(argv, capsys) -> str:
     return err
 
 
-def _finished_run(folder) -> None:
+def _finished_run(folder, manifest: bool = True) -> None:
+    """What an earlier `repro-fast train` run leaves in ``folder`` (its cached SFT included), plus a file
+    of the user's (notes.txt); ``manifest=False``: the same names, but no run ever wrote them."""
     for name in ("metrics.jsonl", "summary.json", "config.json", "notes.txt"):
         (folder / name).write_text("old\n")
     for name in ("final", "plots", "checkpoint-5", "sft"):
         (folder / name).mkdir()
         (folder / name / "f").write_text("old\n")
+    if manifest:
+        ours = ["sft", "config.json", "metrics.jsonl", "checkpoint-5", "final", "summary.json", "plots"]
+        (folder / MANIFEST).write_text(json.dumps({"command": "train", "created": ours}))
+        (folder / "sft" / MANIFEST).write_text(json.dumps({"command": "sft", "created": ["f"]}))
 
 
 def test_train_refuses_a_finished_run(tmp_path, capsys):
@@ -51,9 +58,10 @@ def test_train_refuses_a_finished_run(tmp_path, capsys):
 
 def test_overwrite_clears_only_the_runs_files(tmp_path):
     _finished_run(tmp_path)
-    loop.prepare_out(str(tmp_path), overwrite=True)
-    assert sorted(os.listdir(tmp_path)) == ["notes.txt", "sft"]  # the cached SFT is checked, not deleted
-    loop.prepare_out(str(tmp_path / "new" / "run"), overwrite=False)  # created
+    loop.check_train(GRPOConfig(out=str(tmp_path), overwrite=True)).claim()
+    # the user's notes stay; the cached SFT is checked by warm_start, not deleted
+    assert sorted(os.listdir(tmp_path)) == [MANIFEST, "notes.txt", "sft"]
+    loop.check_train(GRPOConfig(out=str(tmp_path / "new" / "run"))).claim()  # created
     assert os.path.isdir(tmp_path / "new" / "run")
 
 
@@ -112,3 +120,68 @@ def test_cached_sft_is_rerun_when_its_settings_differ(tmp_path, monkeypatch, cap
     os.remove(tmp_path / "sft" / "sft_summary.json")  # an SFT that never finished
     loop.warm_start(GRPOConfig(out=str(tmp_path), sft_steps=9, seed=2, progress=False))
     assert len(calls) == 4
+
+
+BAD_SETTINGS = [("num_segments=100000", "num_segments: expected an int in [1, 65536]"),
+                ("temperature=0.00001", "temperature: expected a number in [0.0001, 10000.0]"),
+                ("temperature=100000", "temperature: expected a number in [0.0001, 10000.0]"),
+                ("verifier=nope", "verifier: expected one of ['boxed']"),
+                ("device=cuda", "device: 'cuda' requested but no CUDA device is available")]
+
+
+@pytest.mark.parametrize("command", ["train", "study"])
+@pytest.mark.parametrize("setting, message", BAD_SETTINGS)
+def test_bad_settings_fail_before_the_sft_warm_start(command, setting, message, tmp_path, capsys,
+                                                     monkeypatch):
+    import torch
+
+    def no_sft(config):
+        pytest.fail("SFT ran before the settings were checked")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(sft, "run_sft", no_sft)
+    monkeypatch.setattr(loop, "run_sft", no_sft)
+    out = tmp_path / "out"
+    key, _, value = setting.partition("=")
+    given = [f"--{key}", value] if f"--{key}" in subparsers(build_parser())[command]._option_string_actions \
+        else ["--set", setting]  # train has a --device flag (--set refuses a key that has a flag)
+    err = _cli_error([command, "--out", str(out), *given], capsys)
+    assert message in err
+    assert not out.exists()
+
+
+def _captured_config(argv, monkeypatch):
+    """The GRPOConfig `repro-fast train ARGV` would train with."""
+    seen = []
+
+    def fake_train(config):
+        seen.append(config)
+        return {"steps": config.steps, "eval": {}}
+
+    monkeypatch.setattr(loop, "train", fake_train)
+    main(["train", *argv])
+    return seen[0]
+
+
+def test_set_null_is_a_value(tmp_path, monkeypatch):
+    config = _captured_config(["--out", str(tmp_path), "--set", "mini_batch_size=null"], monkeypatch)
+    assert config.mini_batch_size == config.rollout_batch_size == 64  # the whole batch, as documented
+    assert config.optimizer_steps_per_step == 1
+    config = _captured_config(["--out", str(tmp_path), "--set", "eps_low=0.1"], monkeypatch)
+    assert config.mini_batch_size == 32 and config.eps_low == 0.1 and config.steps == 40  # defaults stand
+
+
+def test_a_setting_has_one_name_on_the_command_line(tmp_path, capsys):
+    err = _cli_error(["train", "--steps", "5", "--set", "steps=100", "--out", str(tmp_path)], capsys)
+    assert "--set: steps has its own flag, --steps" in err
+    err = _cli_error(["study", "--set", "progress=false", "--out", str(tmp_path)], capsys)
+    assert "--set: progress has its own flag, --no-progress" in err  # the flag that exists
+    err = _cli_error(["train", "--set", "progress=false", "--out", str(tmp_path)], capsys)
+    assert "--set: progress has its own flag, --no-progress" in err
+
+
+def test_flags_override_the_config_file(tmp_path, monkeypatch):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"steps": 3, "seed": 7, "mini_batch_size": None}))
+    config = _captured_config([str(cfg), "--steps", "5", "--out", str(tmp_path / "out")], monkeypatch)
+    assert (config.steps, config.seed, config.mini_batch_size) == (5, 7, 64)  # the file's null stands too

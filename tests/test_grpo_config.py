@@ -48,8 +48,8 @@ def test_load_config_json_toml_and_unknown_key(tmp_path):
     assert (c.steps, c.alpha, c.seed, c.max_new_tokens) == (3, 0.0, 5, None)
     t = tmp_path / "c.toml"
     t.write_text('[grpo]\nsteps = 4\ntask = "gsm8k"\n')
-    c = load_config(str(t), steps=None)  # None overrides are ignored
-    assert (c.steps, c.task) == (4, "gsm8k")
+    c = load_config(str(t), seed=1)
+    assert (c.steps, c.task, c.seed) == (4, "gsm8k", 1)
     bad = tmp_path / "bad.toml"
     bad.write_text("step = 4\n")
     with pytest.raises(ConfigError, match="unknown key 'step' \\(did you mean 'steps'\\?\\)"):
@@ -99,3 +99,40 @@ def test_cli_unknown_config_key(capsys, tmp_path):
 def test_cli_missing_init(capsys, tmp_path):
     err = _cli_error(["train", "--init", str(tmp_path / "nope"), "--out", str(tmp_path)], capsys)
     assert "does not exist" in err
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    # RePROConfig's bounds, checked when the config is built, not when the scorer is (after the SFT)
+    (dict(num_segments=100000), "num_segments: expected an int in [1, 65536], got 100000"),
+    (dict(temperature=0.00001), "temperature: expected a number in [0.0001, 10000.0], got 1e-05"),
+    (dict(temperature=100000), "temperature: expected a number in [0.0001, 10000.0], got 100000"),
+    (dict(verifier="nope"), "verifier: expected one of ['boxed'] (a built-in verifier's name) or a callable"),
+    (dict(task=["toy"]), "task: expected a string, got ['toy']"),
+    (dict(out=3), "out: expected a string, got 3"),
+])
+def test_every_setting_is_checked_when_the_config_is_built(kwargs, message):
+    with pytest.raises(ConfigError) as exc:
+        GRPOConfig(**kwargs)
+    assert message in str(exc.value)
+
+
+def test_device_cuda_without_cuda_is_refused(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="device: 'cuda' requested but no CUDA device is available"):
+        GRPOConfig(device="cuda")
+    from repro_fast.grpo.sft import SFTConfig
+
+    with pytest.raises(ConfigError, match="device: 'cuda' requested"):
+        SFTConfig(device="cuda")
+
+
+def test_a_callable_verifier_is_accepted():
+    assert GRPOConfig(verifier=lambda completions, **kw: [1.0] * len(completions)).verifier is not None
+
+
+def test_null_mini_batch_size_is_the_whole_rollout_batch():
+    for config in (load_config(mini_batch_size=None), GRPOConfig(mini_batch_size=None)):
+        assert config.mini_batch_size == config.rollout_batch_size == 64
+        assert config.optimizer_steps_per_step == 1

@@ -8,7 +8,11 @@ import difflib
 import json
 import math
 import os
+import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from repro_fast.outputs import UsageError
 
 SCORERS = ("fast", "naive", "none")
 NORMALIZE = ("group", "batch", "none")
@@ -32,6 +36,7 @@ _NULL_MEANS = {"max_new_tokens": _TASK_DEFAULT, "lr": _TASK_DEFAULT,
 _FIXES = {"group_size": "GRPO normalizes rewards within a group, so with one sample per prompt "
                         "every advantage is 0"}
 _TYPES = {  # an annotation's type: what the error message expects, and the test (no bool is an int)
+    "str": ("a string", lambda v: isinstance(v, str)),
     "bool": ("true or false", lambda v: isinstance(v, bool)),
     "int": ("an int", lambda v: isinstance(v, int) and not isinstance(v, bool)),
     "float": ("a finite number",
@@ -39,7 +44,7 @@ _TYPES = {  # an annotation's type: what the error message expects, and the test
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A bad configuration value, key or file."""
 
 
@@ -49,12 +54,14 @@ def _bad(config, name: str, expected: str, fix: str = "") -> ConfigError:
 
 
 def check_fields(config) -> None:
-    """Check the int, float and bool fields of a config dataclass (`GRPOConfig`, `SFTConfig`) by
+    """Check the str, int, float and bool fields of a config dataclass (`GRPOConfig`, `SFTConfig`) by
     their annotations and `_RANGES`, and make its floats float; a ConfigError names a bad field."""
     for f in dataclasses.fields(config):
         # the annotation is a string here ("int | None"); other types are the caller's to check
         kind, value = f.type.split(" | ")[0], getattr(config, f.name)
         if kind not in _TYPES or (value is None and f.type.endswith(" | None")):
+            continue
+        if callable(value) and f.type.endswith(" | Callable"):  # e.g. a verifier function
             continue
         expected, has_type = _TYPES[kind]
         if not has_type(value):
@@ -68,67 +75,159 @@ def check_fields(config) -> None:
             raise _bad(config, f.name, expected, _FIXES.get(f.name, ""))
 
 
+def setting(default, doc: str, **kwargs):
+    """A config field with its documentation, kept where the field is declared (as TRL's and Hugging
+    Face's ``metadata={"help": ...}``): ``--list-settings`` and the CLI's flag help read it there."""
+    return field(default=default, metadata={"help": doc}, **kwargs)
+
+
+def setting_help(cls, name: str) -> str:
+    """The documentation of field ``name`` of the config dataclass ``cls``."""
+    return next(f.metadata["help"] for f in dataclasses.fields(cls) if f.name == name)
+
+
+def describe_settings(cls, skip=(), flags: dict[str, str] | None = None) -> str:
+    """Every settable field of ``cls`` but ``skip``: name, type, default (as JSON, the way ``--set`` and a
+    config file write it), the flag that sets it (``flags``), and its documentation."""
+    flags = flags or {}
+    lines = []
+    for f in dataclasses.fields(cls):
+        if not f.init or f.name in skip:
+            continue
+        flag = f"  [{flags[f.name]}]" if f.name in flags else ""
+        lines.append(f"{f.name}: {f.type} = {json.dumps(f.default)}{flag}")
+        lines += textwrap.wrap(f.metadata["help"], width=96, initial_indent="    ", subsequent_indent="    ")
+    return "\n".join(lines)
+
+
+def check_device(config) -> None:
+    """``config.device``: one of `DEVICES`, and cuda only where a CUDA device is available."""
+    if config.device not in DEVICES:
+        raise _bad(config, "device", f"one of {DEVICES}")
+    if config.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("device: 'cuda' requested but no CUDA device is available; use 'cpu' or 'auto'")
+
+
 @dataclass
 class GRPOConfig:
-    """Settings of one GRPO run (defaults: the toy task on a CPU); None for ``max_new_tokens``, ``lr`` or
-    ``threads``: the task's choice. Each step samples ``prompts_per_step * group_size`` trajectories, split
-    into mini-batches (one optimizer step each) of micro-batches (one forward/backward each)."""
+    """Settings of one GRPO run (defaults: the toy task on a CPU). Each step samples
+    ``prompts_per_step * group_size`` trajectories, split into mini-batches (one optimizer step each) of
+    micro-batches (one forward/backward each). Every field is documented below, where it is declared;
+    ``repro-fast train --list-settings`` prints the same text."""
 
-    task: str = "toy"  # toy, gsm8k or gsm8k_variants (see `repro_fast.grpo.tasks`)
-    init: str | None = None  # checkpoint folder; None: SmolLM2 (gsm8k) or an SFT into out/sft (toy)
-    out: str = "runs/grpo"  # metrics.jsonl, checkpoints, plots; must be empty unless overwrite
-    overwrite: bool = False  # replace the run in out (a cached SFT is kept)
-    steps: int = 40
-    prompts_per_step: int = 8
-    group_size: int = 8  # samples per prompt (G)
-    temperature: float = 1.0  # sampling tau, also RePro's and the loss's
-    max_new_tokens: int | None = None
-    lr: float | None = None  # AdamW
-    epochs: int = 1  # passes over each rollout batch (TRL's num_iterations)
-    mini_batch_size: int | None = 32  # trajectories per optimizer step; None: the whole rollout batch
-    micro_batch_size: int = 32  # trajectories per forward/backward
-    eps_low: float = 0.2  # PPO clip range [1 - eps_low, 1 + eps_high]
-    eps_high: float = 0.28
-    kl_coef: float = 0.0  # beta of the k3 KL to the frozen initial policy (0: no reference model)
-    scorer: str = "fast"  # RePro backend: fast or naive; none: plain GRPO (needs alpha = 0)
-    alpha: float = 0.1  # weight of RePro's process advantage (0: plain GRPO)
-    num_segments: int = 20  # RePro's k
-    normalize: str = "group"  # RePro's normalization scope: group, batch or none
-    compare_naive: bool = False  # also time the naive backend on every rollout batch
-    verifier: str = "boxed"  # a built-in verifier's name; the Python API also takes a callable
-    eval_every: int = 0  # held-out evaluation every n steps (0: before and after training only)
-    eval_problems: int = 128  # one fixed-seed sample each at temperature, or greedy with eval_greedy
-    eval_greedy: bool = False
-    save_every: int = 0  # checkpoint every n steps (0: only the final one)
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.99
-    seed: int = 0  # makes a CPU run repeatable
-    device: str = "auto"  # auto, cpu or cuda
-    bf16: bool = True  # autocast the loss forward on CUDA
-    plots: bool = True
-    progress: bool = True
-    sft_steps: int = 300  # the toy task's warm start when init is None
-    threads: int | None = None  # torch CPU threads (toy: 1); 0: torch's default
+    # --- what to train, where ---
+    task: str = setting("toy", "The task: toy (synthetic arithmetic whose SFT traces carry redundant "
+                        "re-checks; a 0.5M-parameter model, CPU minutes), gsm8k (GSM8K with "
+                        "SmolLM2-135M-Instruct) or gsm8k_variants (trains on reasoning-gym's GSM8K variants, "
+                        "evaluates on GSM8K); see repro_fast.grpo.tasks.")
+    init: str | None = setting(None, "Checkpoint folder to start from (e.g. the output of `repro-fast sft`). "
+                               "null: the toy task warm-starts by SFT into out/sft (sft_steps steps, reused "
+                               "while its settings match); gsm8k starts from SmolLM2-135M-Instruct.")
+    out: str = setting("runs/grpo", "Output folder: config.json, metrics.jsonl (one row per step), "
+                       "summary.json, final/, checkpoint-N/, plots/ and a manifest (.repro-fast-run.json) of "
+                       "what the run wrote. Must not exist yet or be empty, unless overwrite.")
+    overwrite: bool = setting(False, "Replace an earlier train run in out: only the files that run wrote "
+                              "(its manifest lists them) are deleted; its cached sft/ is kept and reused "
+                              "only if its settings match. A non-empty folder without such a manifest is "
+                              "refused even so: files of yours are never deleted.")
+    steps: int = setting(40, "GRPO steps; each samples a rollout batch, scores it and updates the policy.")
+    # --- rollouts ---
+    prompts_per_step: int = setting(8, "Prompts sampled per step.")
+    group_size: int = setting(8, "Completions sampled per prompt, G (TRL: num_generations); at least 2, "
+                              "since GRPO normalizes rewards within each prompt's group.")
+    temperature: float = setting(1.0, "Sampling temperature tau of the rollouts, also used by RePro's scorer "
+                                 "and by the loss's log-probs (as TRL's temperature); in [1e-4, 1e4].")
+    max_new_tokens: int | None = setting(None, "Most tokens per completion (TRL: max_completion_length). "
+                                         "null: the task's (toy: 96, gsm8k: 256).")
+    # --- optimization ---
+    lr: float | None = setting(None, "AdamW learning rate, constant. null: the task's (toy: 5e-5, gsm8k: "
+                               "1e-6).")
+    epochs: int = setting(1, "Passes over each rollout batch (TRL: num_iterations; PPO's epochs).")
+    mini_batch_size: int | None = setting(32, "Trajectories per optimizer step; divides prompts_per_step * "
+                                          "group_size (a larger value means the whole batch). null: the "
+                                          "whole rollout batch, one optimizer step per epoch.")
+    micro_batch_size: int = setting(32, "Trajectories per forward/backward; gradients accumulate up to "
+                                    "mini_batch_size, so it changes memory, not the update.")
+    eps_low: float = setting(0.2, "Lower PPO clip range: the ratio is clipped at 1 - eps_low (PPO, Schulman "
+                             "et al., arXiv 1707.06347; TRL: epsilon).")
+    eps_high: float = setting(0.28, "Upper PPO clip range: the ratio is clipped at 1 + eps_high; above "
+                              "eps_low it is DAPO's clip-higher (Yu et al., arXiv 2503.14476; TRL: "
+                              "epsilon_high).")
+    kl_coef: float = setting(0.0, "beta: weight of the per-token KL penalty to the frozen initial policy, "
+                             "estimated with the k3 estimator exp(q) - q - 1, q = ref - policy log-prob "
+                             "(Schulman, 'Approximating KL divergence', 2020), as in GRPO (Shao et al., "
+                             "arXiv 2402.03300; TRL: beta). 0: no reference model is kept.")
+    # --- RePro ---
+    scorer: str = setting("fast", "RePro's scoring backend: fast (one pass per CoT, KV cache reused for the "
+                          "answer copies), naive (one forward per scored prefix, as the paper's code) or "
+                          "none (plain GRPO; needs alpha = 0).")
+    alpha: float = setting(0.1, "Weight of RePro's process advantage: A = A_outcome + alpha * A_process "
+                           "(RePro, Liu et al., arXiv 2512.01925). 0: plain GRPO.")
+    num_segments: int = setting(20, "RePro's k: the most high-entropy segment starts scored per CoT; in [1, "
+                                "65536].")
+    normalize: str = setting("group", "Scope of RePro's reward normalization (SPEC section 6): group (within "
+                             "each prompt's group), batch or none.")
+    compare_naive: bool = setting(False, "Also score every rollout batch with the naive backend, timed and "
+                                  "compared (time_score_naive_s, naive_max_abs_diff in metrics.jsonl); "
+                                  "training is unchanged.")
+    verifier: str | Callable = setting("boxed", "Outcome reward: a built-in verifier's name (boxed: 1 when "
+                                       "the last \\boxed{} matches the answer, else 0; see "
+                                       "repro_fast.grpo.verify). The Python API also takes a callable with "
+                                       "TRL's reward-function signature.")
+    # --- evaluation, checkpoints, output ---
+    eval_every: int = setting(0, "Held-out evaluation every n steps (0: before and after training only).")
+    eval_problems: int = setting(128, "Held-out problems per evaluation: one fixed-seed sample each at "
+                                 "temperature (the same draws before and after), or greedy with eval_greedy. "
+                                 "0: no evaluation.")
+    eval_greedy: bool = setting(False, "Evaluate with greedy decoding instead of one sample at temperature.")
+    save_every: int = setting(0, "Save out/checkpoint-N every n steps (0: only out/final).")
+    weight_decay: float = setting(0.0, "AdamW weight decay.")
+    max_grad_norm: float = setting(1.0, "Gradient clipping: the most global L2 norm per optimizer step.")
+    adam_beta1: float = setting(0.9, "AdamW beta1.")
+    adam_beta2: float = setting(0.99, "AdamW beta2.")
+    seed: int = setting(0, "Seed of problem order, sampling and mini-batch order: a CPU run with the same "
+                        "seed repeats exactly.")
+    device: str = setting("auto", "auto (CUDA when available, else CPU), cpu or cuda (refused when no CUDA "
+                          "device is available).")
+    bf16: bool = setting(True, "On CUDA, autocast the policy's and reference's log-prob forwards of the "
+                         "update to bfloat16; no effect on CPU.")
+    plots: bool = setting(True, "Write plots of the run's metrics to out/plots (needs matplotlib).")
+    progress: bool = setting(True, "Show a progress bar (only on a terminal).")
+    sft_steps: int = setting(300, "Toy task with init = null: steps of the SFT warm start into out/sft.")
+    threads: int | None = setting(None, "torch CPU threads. null: the task's (toy: 1, since a 0.5M-parameter "
+                                  "model gains nothing from more); 0: torch's default.")
     # derived in __post_init__ (not settable)
     rollout_batch_size: int = field(init=False, default=0)
     grad_accum_steps: int = field(init=False, default=0)
     optimizer_steps_per_step: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
+        from repro_fast.config import RePROConfig
         from repro_fast.grpo.tasks import TASKS
+        from repro_fast.grpo.verify import VERIFIERS
 
         check_fields(self)
         if self.task not in TASKS:
             close = difflib.get_close_matches(str(self.task), TASKS, n=1)
             hint = f"did you mean {close[0]!r}?" if close else ""
             raise _bad(self, "task", f"one of {sorted(TASKS)}", hint)
-        for name, choices in (("scorer", SCORERS), ("normalize", NORMALIZE), ("device", DEVICES)):
+        for name, choices in (("scorer", SCORERS), ("normalize", NORMALIZE)):
             if getattr(self, name) not in choices:
                 raise _bad(self, name, f"one of {choices}")
-        if not isinstance(self.verifier, str) and not callable(self.verifier):
-            raise _bad(self, "verifier", "a verifier name or a callable")
+        check_device(self)
+        if isinstance(self.verifier, str) and self.verifier not in VERIFIERS:
+            expected = f"one of {sorted(VERIFIERS)} (a built-in verifier's name) or a callable"
+            raise _bad(self, "verifier", expected)
+        # RePro's own bounds (e.g. num_segments <= 65536, temperature in [1e-4, 1e4]), checked now rather
+        # than when the trainer builds its scorer, after a warm start that may take minutes
+        try:
+            RePROConfig(num_segments=self.num_segments, alpha=self.alpha, temperature=self.temperature,
+                        normalize=self.normalize)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(str(exc).removeprefix("RePROConfig.")) from None
         if self.scorer == "none" and self.alpha != 0:
             raise _bad(self, "alpha", "0 when scorer = 'none'",
                       "RePro's process advantage needs a scorer: set scorer to 'fast'")
@@ -191,10 +290,11 @@ def read_config_file(path: str) -> dict:
 
 
 def load_config(path: str | None = None, **overrides) -> GRPOConfig:
-    """A `GRPOConfig` from a file (optional) with ``overrides`` on top (None values ignored).
+    """A `GRPOConfig` from a file (optional) with ``overrides`` on top, each as given: None is a value
+    (``mini_batch_size=None``: the whole rollout batch), so pass only the settings you mean to set.
     Unknown keys are an error that names the closest valid key."""
     data = read_config_file(path) if path else {}
-    data.update({k: v for k, v in overrides.items() if v is not None})
+    data.update(overrides)
     valid = GRPOConfig.settable_fields()
     for key in data:
         if key not in valid:

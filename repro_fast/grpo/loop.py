@@ -11,7 +11,6 @@ import dataclasses
 import json
 import os
 import random
-import shutil
 import time
 
 import numpy as np
@@ -20,15 +19,16 @@ import torch
 from repro_fast.config import RePROConfig
 from repro_fast.rewards import grpo_advantages
 from repro_fast.scorer import RePROScorer
-from repro_fast.grpo.config import ConfigError, GRPOConfig
+from repro_fast.grpo.config import GRPOConfig
 from repro_fast.grpo.loss import grpo_loss, sequence_logprobs
 from repro_fast.grpo.plots import plot_run
 from repro_fast.grpo.rollout import rollout
 from repro_fast.grpo.sft import (
-    SFTConfig, cpu_threads, evaluate, make_out_dir, progress_bar, resolve_device, run_sft,
+    SFTConfig, check_init, cpu_threads, evaluate, progress_bar, resolve_device, run_sft,
 )
 from repro_fast.grpo.tasks import get_task, save_checkpoint
 from repro_fast.grpo.verify import boxed_verifier, get_verifier
+from repro_fast.outputs import RunDir, check_run_dir
 
 
 def _sync(device: torch.device) -> None:
@@ -42,36 +42,44 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "final", "plots")
+# what a train run may write into its out folder; a file of yours with one of these names blocks the run
+TRAIN_WRITES = ("config.json", "metrics.jsonl", "summary.json", "final", "plots", "checkpoint-*", "sft")
 
 
-def prepare_out(out: str, overwrite: bool) -> None:
-    """Make ``out`` ready for a run: a non-empty folder is refused unless ``overwrite``, which
-    removes the previous run's files (a cached ``sft`` stays: `warm_start` checks its config)."""
-    make_out_dir(out)
-    entries = sorted(os.listdir(out))
-    if entries and not overwrite:
-        raise ConfigError(f"out: folder {out!r} is not empty ({', '.join(entries[:6])}); choose a new --out, "
-                          "or pass --overwrite to replace the run in it")
-    for name in entries:
-        path = os.path.join(out, name)
-        if name in RUN_FILES or name.startswith("checkpoint-"):
-            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+def needs_warm_start(config: GRPOConfig) -> bool:
+    """The toy task without ``init`` starts from an SFT into out/sft (`warm_start`)."""
+    return config.init is None and config.task == "toy"
+
+
+def check_train(config: GRPOConfig, model_given: bool = False) -> RunDir:
+    """Every check of a run that needs the disk or the machine, before anything is written: the device,
+    the ``init`` checkpoint (unless a model is given), the out folder and the cached SFT in it.
+    Returns the out folder, checked and not yet claimed."""
+    resolve_device(config.device)
+    if config.init is not None and not model_given:
+        check_init(config.init, config.out)
+    # overwrite replaces only what an earlier train run wrote; its cached SFT is warm_start's to check
+    run_dir = check_run_dir(config.out, "train", overwrite=config.overwrite, writes=TRAIN_WRITES,
+                            keep=("sft",))
+    if needs_warm_start(config) and not model_given:
+        check_run_dir(os.path.join(config.out, "sft"), "sft", overwrite=True)
+    return run_dir
 
 
 def _sft_settings(sft_config: dict) -> dict:
     """The settings an SFT checkpoint depends on."""
-    return {k: v for k, v in sft_config.items() if k not in ("out", "progress")}
+    return {k: v for k, v in sft_config.items() if k not in ("out", "progress", "overwrite")}
 
 
 def warm_start(config: GRPOConfig) -> str | None:
     """The checkpoint a run starts from: ``config.init``, else (toy) a quick SFT into out/sft,
     reused by a later run only if it was trained with the same settings."""
-    if config.init is not None or config.task != "toy":
+    if not needs_warm_start(config):
         return config.init
     sft_dir = os.path.join(config.out, "sft")
+    # overwrite: the cache is this run's own (an earlier SFT run's files only; check_train made sure)
     sft = SFTConfig(task="toy", out=sft_dir, steps=config.sft_steps, seed=config.seed, device=config.device,
-                    progress=config.progress, threads=config.threads)
+                    progress=config.progress, threads=config.threads, overwrite=True)
     try:
         with open(os.path.join(sft_dir, "sft_summary.json")) as fp:
             cached = _sft_settings(json.load(fp)["config"])
@@ -142,19 +150,22 @@ def train(config: GRPOConfig, verifier=None, model=None, tokenizer=None) -> dict
     """Run GRPO (with RePro when ``alpha != 0``); returns the summary also written to ``out/summary.json``.
     ``verifier``: a callable ``(completions, **kwargs) -> list[float]`` to use instead of the config's
     named one; ``model``/``tokenizer``: start from these instead of ``config.init``."""
+    if model is not None and tokenizer is None:
+        raise ValueError("tokenizer: needed when a model is passed")
     task = get_task(config.task)
     device = resolve_device(config.device)
-    prepare_out(config.out, config.overwrite)
+    run_dir = check_train(config, model_given=model is not None)
+    run_dir.claim()
     with cpu_threads(task.cpu_threads if config.threads is None else config.threads, device):
-        return _train(config, task, device, verifier, model, tokenizer)
+        return _train(config, task, device, verifier, model, tokenizer, run_dir)
 
 
-def _train(config: GRPOConfig, task, device, verifier, model, tokenizer) -> dict:
+def _train(config: GRPOConfig, task, device, verifier, model, tokenizer, run_dir: RunDir) -> dict:
     _seed_everything(config.seed)
     if model is None:
+        if needs_warm_start(config):
+            run_dir.record("sft")
         model, tokenizer = task.load(warm_start(config))
-    elif tokenizer is None:
-        raise ValueError("tokenizer: needed when a model is passed")
     _seed_everything(config.seed)
     model.to(device)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -175,7 +186,7 @@ def _train(config: GRPOConfig, task, device, verifier, model, tokenizer) -> dict
                             weight_decay=config.weight_decay)
     gen = torch.Generator().manual_seed(config.seed)
     rng = random.Random(config.seed)
-    with open(os.path.join(config.out, "config.json"), "w") as fp:
+    with open(run_dir.record("config.json"), "w") as fp:
         json.dump({**config.to_dict(), "lr_resolved": lr, "max_new_tokens_resolved": max_new}, fp, indent=2)
 
     def run_eval() -> dict[str, float]:
@@ -184,7 +195,7 @@ def _train(config: GRPOConfig, task, device, verifier, model, tokenizer) -> dict
 
     evals = {0: run_eval()} if config.eval_problems else {}
     rows = []
-    with (open(os.path.join(config.out, "metrics.jsonl"), "w") as metrics_fp,
+    with (open(run_dir.record("metrics.jsonl"), "w") as metrics_fp,
           progress_bar(config.progress, config.steps, f"grpo {task.name} alpha={config.alpha:g}") as bar):
         for step in range(1, config.steps + 1):
             # 1. rollout
@@ -261,18 +272,18 @@ def _train(config: GRPOConfig, task, device, verifier, model, tokenizer) -> dict
             metrics_fp.flush()
             rows.append(row)
             if config.save_every and step % config.save_every == 0:
-                save_checkpoint(model, tokenizer, os.path.join(config.out, f"checkpoint-{step}"))
+                save_checkpoint(model, tokenizer, run_dir.record(f"checkpoint-{step}"))
             bar.update(1)
             bar.set_postfix(reward=f"{row['reward_mean']:.2f}", len=f"{row['response_length']:.0f}",
                             score_s=f"{t_score:.2f}")
-    save_checkpoint(model, tokenizer, os.path.join(config.out, "final"))
+    save_checkpoint(model, tokenizer, run_dir.record("final"))
     summary = {"steps": config.steps, "alpha": config.alpha, "scorer": config.scorer, "seed": config.seed,
                "eval": {str(k): v for k, v in evals.items()}}
     for key in ("time_rollout_s", "time_score_s", "time_update_s", "time_score_naive_s"):
         if key in rows[-1]:  # the naive scorer's time only with compare_naive
             summary[key] = sum(r[key] for r in rows)
-    with open(os.path.join(config.out, "summary.json"), "w") as fp:
+    with open(run_dir.record("summary.json"), "w") as fp:
         json.dump(summary, fp, indent=2)
     if config.plots:
-        summary["plots"] = plot_run(rows, os.path.join(config.out, "plots"))
+        summary["plots"] = plot_run(rows, run_dir.record("plots"))
     return summary

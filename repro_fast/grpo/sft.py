@@ -14,35 +14,51 @@ from dataclasses import asdict, dataclass
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from repro_fast.grpo.config import ConfigError, check_fields
+from repro_fast.grpo.config import ConfigError, check_device, check_fields, setting
 from repro_fast.grpo.rollout import generate
 from repro_fast.grpo.tasks import get_task, load_checkpoint, save_checkpoint
 from repro_fast.grpo.verify import boxed_verifier
+from repro_fast.outputs import RunDir, check_run_dir, is_inside, same_path
+from repro_fast.outputs import make_out_dir  # noqa: F401  (grpo/demo.py and inspector.py import it from here)
 
 
 @dataclass
 class SFTConfig:
-    """Settings of one SFT run; ``init``, ``lr`` and ``threads`` default to the task's choice (toy:
-    a random tiny Llama, lr 3e-3, 1 thread; gsm8k: SmolLM2, lr 1e-5)."""
+    """Settings of one SFT run; ``init``, ``lr`` and ``threads`` default to the task's choice. Every
+    field is documented where it is declared; ``repro-fast sft --help`` shows the same text."""
 
-    task: str = "toy"
-    out: str = "runs/sft"
-    init: str | None = None
-    steps: int = 300
-    batch_size: int = 32
-    lr: float | None = None
-    warmup: int = 30
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    eval_problems: int = 64
-    device: str = "auto"
-    progress: bool = True
-    threads: int | None = None
+    task: str = setting("toy", "The task whose reference responses are the SFT data: toy, gsm8k or "
+                        "gsm8k_variants (see GRPOConfig.task).")
+    out: str = setting("runs/sft", "Output folder: the checkpoint (model and tokenizer), sft_summary.json "
+                       "and a manifest (.repro-fast-run.json) of what the run wrote. Must not exist yet or "
+                       "be empty, unless overwrite.")
+    overwrite: bool = setting(False, "Replace an earlier sft run in out: the files that run wrote (its "
+                              "manifest lists them) are deleted first. A non-empty folder without such a "
+                              "manifest, or with files the earlier run did not write, is refused even so.")
+    init: str | None = setting(None, "Checkpoint folder to start from. null: the task's starting point (toy: "
+                               "a randomly initialized tiny Llama seeded by seed; gsm8k: "
+                               "SmolLM2-135M-Instruct).")
+    steps: int = setting(300, "Optimizer steps (one batch each).")
+    batch_size: int = setting(32, "Examples (prompt + reference response) per step.")
+    lr: float | None = setting(None, "Peak AdamW learning rate. null: the task's (toy: 3e-3, gsm8k: 1e-5).")
+    warmup: int = setting(30, "Steps of linear warm-up, then cosine decay to a tenth of lr.")
+    weight_decay: float = setting(0.01, "AdamW weight decay.")
+    max_grad_norm: float = setting(1.0, "Gradient clipping: the most global L2 norm per step.")
+    seed: int = setting(0, "Seed of the model's initialization (toy) and of the example order.")
+    eval_problems: int = setting(64, "Held-out problems evaluated after training (greedy and one sample at "
+                                 "tau = 1) for sft_summary.json.")
+    device: str = setting("auto", "auto (CUDA when available, else CPU), cpu or cuda (refused when no CUDA "
+                          "device is available).")
+    progress: bool = setting(True, "Show a progress bar (only on a terminal).")
+    threads: int | None = setting(None, "torch CPU threads. null: the task's (toy: 1); 0: torch's default.")
 
     def __post_init__(self):
-        get_task(self.task)
         check_fields(self)
+        try:
+            get_task(self.task)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        check_device(self)
 
 
 def _batch(tokenizer, task, examples, device):
@@ -106,31 +122,42 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_out_dir(out: str) -> None:
-    """Create the folder ``out`` now, or raise a ConfigError that says why it cannot be."""
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ConfigError(f"out: {out!r} is a file, not a folder")
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"out: cannot create folder {out!r}: {exc.strerror or exc}") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise ConfigError(f"out: folder {out!r} is not writable")
+def check_init(init: str, out: str) -> None:
+    """``init`` is a checkpoint folder (a Hugging Face ``config.json`` in it) outside ``out``, which the
+    run writes (and, replacing an earlier run, clears first)."""
+    if not os.path.isdir(init):
+        raise ConfigError(f"init: checkpoint folder {init!r} does not exist; "
+                          "run `repro-fast sft` first or pass --init DIR")
+    if same_path(init, out) or is_inside(init, out):
+        where = "" if same_path(init, out) else "inside "
+        raise ConfigError(f"init: {init!r} is {where}--out {out!r}, which this run writes; "
+                          "choose an --out that does not hold the checkpoint you start from")
+    if not os.path.isfile(os.path.join(init, "config.json")):
+        raise ConfigError(f"init: {init!r} is not a checkpoint folder (no config.json in it); pass a folder "
+                          "written by `repro-fast sft` or `train`, or a Hugging Face model folder")
+
+
+def check_sft(config: SFTConfig) -> tuple:
+    """Every check of an SFT run that needs the disk or the machine, before anything is written:
+    ``(task, device, run_dir)``."""
+    task = get_task(config.task)
+    device = resolve_device(config.device)
+    if config.init is not None:
+        check_init(config.init, config.out)
+    # the folder becomes the checkpoint: it may hold nothing but an earlier SFT run's files
+    run_dir = check_run_dir(config.out, "sft", overwrite=config.overwrite)
+    return task, device, run_dir
 
 
 def run_sft(config: SFTConfig) -> dict:
     """Train, evaluate, save ``model + tokenizer`` to ``config.out``; returns the summary."""
-    task = get_task(config.task)
-    device = resolve_device(config.device)
-    make_out_dir(config.out)
-    summary_path = os.path.join(config.out, "sft_summary.json")
-    if os.path.exists(summary_path):  # it describes the checkpoint about to be replaced
-        os.remove(summary_path)
+    task, device, run_dir = check_sft(config)
+    run_dir.claim()
     with cpu_threads(task.cpu_threads if config.threads is None else config.threads, device):
-        return _run_sft(config, task, device, summary_path)
+        return _run_sft(config, task, device, run_dir)
 
 
-def _run_sft(config: SFTConfig, task, device, summary_path: str) -> dict:
+def _run_sft(config: SFTConfig, task, device, run_dir: RunDir) -> dict:
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     model, tokenizer = task.fresh(config.seed) if config.init is None else load_checkpoint(config.init)
@@ -165,13 +192,15 @@ def _run_sft(config: SFTConfig, task, device, summary_path: str) -> dict:
     max_new = task.default_max_new_tokens
     ev = evaluate(model, tokenizer, task, config.eval_problems, max_new)
     ev_s = evaluate(model, tokenizer, task, config.eval_problems, max_new, temperature=1.0)
+    before = set(os.listdir(config.out))
     save_checkpoint(model, tokenizer, config.out)
+    run_dir.record(*sorted(set(os.listdir(config.out)) - before))  # the checkpoint's files
     summary = {
         "task": task.name, "steps": config.steps, "final_loss": sum(losses[-20:]) / len(losses[-20:]),
         "train_s": train_s, "eval_accuracy": ev["accuracy"], "eval_response_length": ev["response_length"],
         "eval_sampled_accuracy": ev_s["accuracy"], "eval_sampled_response_length": ev_s["response_length"],
         "params": sum(p.numel() for p in model.parameters()), "config": asdict(config),
     }
-    with open(summary_path, "w") as fp:
+    with open(run_dir.record("sft_summary.json"), "w") as fp:
         json.dump(summary, fp, indent=2)
     return summary

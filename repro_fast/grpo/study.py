@@ -42,18 +42,27 @@ def machine() -> str:
             f"torch {torch.__version__}, Python {platform.python_version()}")
 
 
+# what a study writes into its out folder: a file of yours with one of these names blocks the study
+STUDY_WRITES = ("study.json", "study.md", "study.png", "seed*")
+FIXED = ("seed", "out", "init", "plots", "overwrite")  # GRPOConfig fields the study sets for each run
+
+
 def run_study(out: str = "runs/study", seeds: int = 5, task: str = "toy", steps: int = 60, sft_steps: int = 300,
               eval_problems: int = 256, alpha: float = 0.1, progress: bool = True, threads: int | None = None,
               **grpo) -> dict:
-    """``seeds`` seeds of each arm; ``grpo``: further `GRPOConfig` fields shared by both arms."""
+    """``seeds`` seeds of each arm; ``grpo``: further `GRPOConfig` fields shared by both arms. Every run's
+    settings and the out folder are checked before anything runs; an earlier study in ``out`` is replaced
+    (only what it wrote: its manifest lists it), a folder holding anything else is refused."""
     from repro_fast.grpo.config import ConfigError, load_config
     from repro_fast.grpo.loop import train
-    from repro_fast.grpo.sft import SFTConfig, make_out_dir, run_sft
+    from repro_fast.grpo.sft import SFTConfig, run_sft
+    from repro_fast.outputs import check_run_dir
 
+    # 1. every setting of every run, before anything is written or trained
     for name, value in (("seeds", seeds), ("eval_problems", eval_problems)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name}: expected an int >= 1, got {value!r}")
-    if fixed := sorted({"seed", "out", "init", "plots", "overwrite"} & set(grpo)):
+    if fixed := sorted(set(FIXED) & set(grpo)):
         raise ConfigError(f"set: {fixed[0]} is chosen by the study for each run, not settable")
     arms = [(label, name, alpha if a else 0.0) for label, name, a in ARMS]
     sft_dirs = [os.path.join(out, f"seed{s}", "sft") if task == "toy" else None for s in range(seeds)]
@@ -61,12 +70,17 @@ def run_study(out: str = "runs/study", seeds: int = 5, task: str = "toy", steps:
                             alpha=a, sft_steps=sft_steps, eval_problems=eval_problems, progress=progress,
                             threads=threads, plots=False, overwrite=True, **grpo) for _, name, a in arms]
                for s, sft_dir in enumerate(sft_dirs)]
-    sfts = [sft_dir and SFTConfig(task="toy", out=sft_dir, steps=sft_steps, seed=s, progress=progress,
-                                  threads=threads) for s, sft_dir in enumerate(sft_dirs)]
-    make_out_dir(out)
+    device = configs[0][0].device  # each seed's SFT runs where its GRPO runs
+    sfts = [sft_dir and SFTConfig(task="toy", out=sft_dir, steps=sft_steps, seed=s, device=device,
+                                  progress=progress, threads=threads) for s, sft_dir in enumerate(sft_dirs)]
+    # 2. the out folder: new, empty or an earlier study's; every run folder is in a seed folder the
+    # study creates anew (an earlier study's is deleted by claim), so none needs a check of its own
+    run_dir = check_run_dir(out, "study", overwrite=True, writes=STUDY_WRITES, flag=None)
+    run_dir.claim()
     start = time.perf_counter()
     runs = {label: [] for label, _, _ in arms}
     for s in range(seeds):
+        run_dir.record(f"seed{s}")
         if sfts[s] is not None:
             print(f"== seed {s}: SFT ({sft_steps} steps)")
             run_sft(sfts[s])
@@ -78,9 +92,9 @@ def run_study(out: str = "runs/study", seeds: int = 5, task: str = "toy", steps:
               "eval_problems": eval_problems, "alpha": alpha, "machine": machine(),
               "elapsed_s": time.perf_counter() - start, "runs": runs}
     result["table"] = table(result)
-    Path(out, "study.json").write_text(json.dumps(result, indent=2))
-    Path(out, "study.md").write_text(result["table"])
-    result["plot"] = plot(result, os.path.join(out, "study.png"))
+    Path(run_dir.record("study.json")).write_text(json.dumps(result, indent=2))
+    Path(run_dir.record("study.md")).write_text(result["table"])
+    result["plot"] = plot(result, run_dir.record("study.png"))
     print(result["table"])
     print(f"study took {result['elapsed_s']:.0f} s; {out}/study.json, study.md, study.png")
     return result
