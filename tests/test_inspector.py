@@ -1,5 +1,7 @@
-"""`repro-fast inspect`: the page's numbers, escaping, no network resources, CLI errors, and a real
-headless Chromium that loads it with no console message and renders it (Chromium missing: FAIL)."""
+"""`repro-fast inspect`: the page's numbers, escaping, no network resources, CLI errors, the J chart's
+axes, the think-end note, and a real headless Chromium that loads the page with no console message,
+renders it, keeps it within the window (long unbroken lines wrap) and draws no label over another
+(Chromium missing: FAIL). Bad inputs: tests/test_inspector_inputs.py."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import subprocess
 import pytest
 
 from repro_fast.cli import main
-from repro_fast.inspector import inspect_rows, normalized
+from repro_fast.inspector import inspect_rows, nice_ticks, normalized
 from repro_fast.scorer import RePROScorer
 
 CHROMIUM = "/usr/bin/chromium"
@@ -115,3 +117,93 @@ def test_cli_errors(tmp_path, capsys):
     assert "--out:" in _cli_error(["inspect", "--input", str(rows), "--out", str(tmp_path)], capsys)
     assert "--segments:" in _cli_error(["inspect", "--input", str(rows), "--out", out, "--segments", "0"], capsys)
     assert not os.path.exists(out)
+
+
+# --- layout: wrapping, chart axes and labels, the think-end note --------------------------------
+
+LAYOUT_ROWS = [
+    # a 400-character line with no break opportunity, and a think-end marker with text after it
+    {"prompt": "What is 3 + 4?", "answer": "7",
+     "response": "Step one.\n\n" + "x" * 400 + "\n\n3 + 4 = 7.\n</think>\n\nThe answer is \\boxed{7}."},
+    # 20 points crowded into the first sixth of the response: their numbers cannot all fit
+    {"prompt": "Count.", "answer": "30", "response": "".join(f"{i}.\n\n" for i in range(1, 31)) + " ten" * 300},
+]
+# Runs in a copy of the page only (the page itself holds no script): how wide the document is, and
+# every pair of chart labels (or label and point) whose boxes overlap.
+PROBE = """<script>addEventListener('load', () => {
+  const r = {scrollWidth: document.documentElement.scrollWidth, innerWidth: innerWidth, overlaps: [], labels: 0};
+  for (const svg of document.querySelectorAll('svg')) {
+    const items = [...svg.querySelectorAll('text, circle')].map(e => [e.tagName, e.textContent, e.getBBox()]);
+    r.labels += items.filter(i => i[0] === 'text').length;
+    items.forEach(([ta, la, a], i) => items.slice(i + 1).forEach(([tb, lb, b]) => {
+      if (ta === 'circle' && tb === 'circle') return;
+      if (a.x < b.x + b.width && b.x < a.x + a.width && a.y < b.y + b.height && b.y < a.y + a.height)
+        r.overlaps.push([ta, la, tb, lb]);
+    }));
+  }
+  const pre = document.createElement('pre'); pre.id = 'probe'; pre.textContent = JSON.stringify(r);
+  document.body.append(pre);
+});</script>"""
+
+
+@pytest.fixture(scope="module")
+def layout_page(tmp_path_factory, tiny_llama, gpt2_tokenizer):
+    d = tmp_path_factory.mktemp("layout")
+    tiny_llama.save_pretrained(d / "model")
+    gpt2_tokenizer.save_pretrained(d / "model")
+    (d / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in LAYOUT_ROWS))
+    main(["inspect", "--input", str(d / "rows.jsonl"), "--out", str(d / "page.html"), "--model", str(d / "model")])
+    return d / "page.html"
+
+
+@pytest.mark.parametrize("width", [1200, 700])
+def test_browser_page_fits_the_window_and_labels_do_not_collide(layout_page, tmp_path, width):
+    probed = tmp_path / "probed.html"
+    probed.write_text(layout_page.read_text().replace("</body>", PROBE + "</body>"))
+    dom, console = chromium(probed.as_uri(), tmp_path, "--dump-dom", f"--window-size={width},900")
+    assert console == []
+    found = re.search(r'<pre id="probe">(.*?)</pre>', dom)
+    assert found, dom[-2000:]
+    r = json.loads(found[1])
+    assert r["innerWidth"] == width
+    assert r["scrollWidth"] <= r["innerWidth"], r  # no horizontal scrollbar: the 400-x line wraps
+    assert r["overlaps"] == [], r["overlaps"]
+    assert r["labels"] >= 20  # axis ticks and point numbers are drawn
+
+
+def _chart(page: str, b: int) -> str:
+    return re.findall(r"<svg.*?</svg>", page, re.S)[b]
+
+
+def test_chart_x_ticks_at_token_positions(tiny_llama, gpt2_tokenizer):
+    page = inspect_rows(LAYOUT_ROWS, tiny_llama, gpt2_tokenizer)
+    res = RePROScorer(tiny_llama, gpt2_tokenizer).score(
+        [gpt2_tokenizer.encode(r["prompt"]) for r in LAYOUT_ROWS],
+        [gpt2_tokenizer.encode(r["response"]) for r in LAYOUT_ROWS], [r["answer"] for r in LAYOUT_ROWS])
+    for b, row in enumerate(LAYOUT_ROWS):
+        svg, n = _chart(page, b), len(gpt2_tokenizer.encode(row["response"]))
+        axis_y = max(float(y) for y in re.findall(r'<line x1="[\d.]+" y1="([\d.]+)" x2="[\d.]+" y2="\1"', svg))
+        ticks = {int(t): float(x) for x, t in re.findall(rf'<text x="([\d.]+)" y="{axis_y + 16:g}"[^>]*>(\d+)</text>',
+                                                          svg)}
+        assert set(nice_ticks(n)) <= set(ticks) and max(ticks) <= n and len(ticks) <= 9
+        (p0, x0), (p1, x1) = min(ticks.items()), max(ticks.items())
+        for p, cx in zip(res.points[b], re.findall(r'<circle cx="([\d.]+)"', svg)):  # each point over its token
+            assert float(cx) == pytest.approx(x0 + (x1 - x0) * (p - p0) / (p1 - p0), abs=0.11)
+
+
+def test_nice_ticks():
+    assert nice_ticks(0) == [0] and nice_ticks(7) == list(range(8)) and nice_ticks(174) == [0, 50, 100, 150]
+    assert nice_ticks(4000) == [0, 1000, 2000, 3000, 4000]
+    for n in range(0, 3000, 37):
+        t = nice_ticks(n)
+        assert t[0] == 0 and t[-1] <= n and 2 <= len(t) <= 8 or n < 1
+
+
+def test_header_says_whether_the_think_end_was_found(tiny_llama, gpt2_tokenizer):
+    page = inspect_rows(LAYOUT_ROWS[:1] + ROWS[1:], tiny_llama, gpt2_tokenizer)
+    head, first, second = page.split("<section>")
+    assert "1 of 2 responses have the think end &#x27;&lt;/think&gt;&#x27;" in head
+    assert "think end &#x27;&lt;/think&gt;&#x27; found</span>: scored up to token" in first
+    assert "no think end &#x27;&lt;/think&gt;&#x27; in the response</span>" in second
+    assert "no response has the think end" in inspect_rows(ROWS, tiny_llama, gpt2_tokenizer)
+    assert "every response has the think end" in inspect_rows(LAYOUT_ROWS[:1], tiny_llama, gpt2_tokenizer)
