@@ -52,6 +52,24 @@ class RePROResult:
     def __len__(self) -> int:
         return len(self.points)
 
+    @classmethod
+    def concat(cls, results: Sequence["RePROResult"], group_ids: Sequence[Hashable] | None = None,
+               normalize: str = "group") -> "RePROResult":
+        """The results of consecutive slices of one batch (equal widths) as one result; the
+        process advantages are normalized again over the whole batch's scopes (SPEC §6)."""
+        if not results:
+            raise ValueError("results: expected at least one RePROResult")
+        width = results[0].token_rewards.shape[1]
+        if any(r.token_rewards.shape[1] != width for r in results):
+            raise ValueError(f"results: widths differ ({[r.token_rewards.shape[1] for r in results]})")
+        lists = {f: [x for r in results for x in getattr(r, f)]
+                 for f in ("points", "nll", "s_magn", "s_stab", "score", "rewards", "think_end")}
+        tensors = {f: torch.cat([getattr(r, f) for r in results])
+                   for f in ("token_rewards", "token_logprobs", "token_entropies", "reward_mask", "response_mask")}
+        advantages = R.process_advantages(lists["rewards"], lists["points"], width, group_ids, normalize,
+                                          results[0].token_rewards.device)
+        return cls(**lists, **tensors, process_advantages=advantages)
+
 
 class RePROScorer:
     """Scores chains of thought with RePro (SPEC §1-6).

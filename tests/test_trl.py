@@ -155,7 +155,7 @@ def logged(trainer, key):
 
 def test_fp32_two_steps_advantages_and_reused_old_logps(gpt2_tokenizer, tmp_path):
     # steps_per_generation=2 > gradient_accumulation_steps=1: TRL needs old log-probs (the batch
-    # is reused for a second step after an update), and gets the scorer's.
+    # is reused for a second step after an update); its own forward for them is RePro's phase 1.
     alpha = 0.3
     trainer, initial = train(probed(RePROGRPOTrainer), gpt2_tokenizer, tmp_path, steps_per_generation=2,
                              repro_config=RePROConfig(alpha=alpha, num_segments=3, think_end=None))
@@ -166,9 +166,7 @@ def test_fp32_two_steps_advantages_and_reused_old_logps(gpt2_tokenizer, tmp_path
 
     assert trainer.batches[0]["last"]["old_logps_reused"] and logged(trainer, "repro/old_logps_reused") == [1.0]
     (served, own, mask), = trainer.old_logps
-    diff = float((served - own).abs()[mask].max())
-    print(f"fp32: scorer vs TRL log-probs, max |diff| = {diff:.3g}")
-    assert diff <= 1e-5, f"scorer vs TRL log-probs: {diff}"
+    assert torch.equal(served, own)  # TRL's own forward, bit for bit
     assert torch.equal(served, trainer.batches[0]["last"]["result"].token_logprobs)
 
     for key in ("repro/points_per_completion", "repro/mean_score", "repro/scoring_seconds"):
@@ -179,22 +177,31 @@ def test_fp32_two_steps_advantages_and_reused_old_logps(gpt2_tokenizer, tmp_path
 
 
 def test_bf16_two_steps(gpt2_tokenizer, tmp_path):
-    # bf16=True (TRL's default): accelerate runs the model under autocast; the scorer runs under
-    # the same autocast. Its log-probs are not reused as old log-probs in bf16 (README).
+    # bf16=True (TRL's default): accelerate runs the model under autocast. TRL's old-log-prob
+    # forward is RePro's phase 1 in bf16 too: its log-probs stay TRL's own, bit for bit, and the
+    # extend step runs under the same autocast.
     alpha = 0.3
     trainer, initial = train(probed(RePROGRPOTrainer), gpt2_tokenizer, tmp_path, bf16=True, steps_per_generation=2,
                              repro_config=RePROConfig(alpha=alpha, num_segments=3, think_end=None))
     check_advantages(trainer, gpt2_tokenizer, alpha, atol=1e-5, rescore=False)
-    assert not trainer.batches[0]["last"]["old_logps_reused"]
-    assert logged(trainer, "repro/old_logps_reused") == [0.0]
+    assert trainer.batches[0]["last"]["old_logps_reused"]
+    assert logged(trainer, "repro/old_logps_reused") == [1.0]
     (served, own, mask), = trainer.old_logps
-    assert torch.equal(served, own)  # TRL's own bf16 forward, untouched
-    scorer = trainer.batches[0]["last"]["result"].token_logprobs
-    diff = float((scorer - own).abs()[mask].max())
-    print(f"bf16: scorer vs TRL log-probs, max |diff| = {diff:.3g}")
-    assert diff <= 0.05, diff  # the same policy under bf16 (measured: 0.016), not another distribution
+    assert torch.equal(served, own)  # TRL's own bf16 forward, bit for bit
+    assert torch.equal(served, trainer.batches[0]["last"]["result"].token_logprobs)
     assert all(torch.isfinite(torch.tensor(logged(trainer, "loss"))))
     assert any(not torch.equal(initial[k], v) for k, v in trainer.model.state_dict().items())
+    # The same trajectories through the scorer's own phase 1 under the same autocast, at the
+    # weights that sampled them: one policy.
+    last = trainer.batches[0]["last"]
+    trainer.model.load_state_dict(trainer.batches[0]["weights"])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        again = trainer.repro_scorer.score_padded(last["prompt_ids"], last["prompt_mask"], last["completion_ids"],
+                                                  last["completion_mask"], [x["answer"] for x in
+                                                                            trainer.batches[0]["inputs"]])
+    diff = float((again.token_logprobs - own).abs()[mask].max())
+    print(f"bf16: scorer's own phase 1 vs TRL log-probs, max |diff| = {diff:.3g}")
+    assert diff <= 0.05, diff  # the same policy under bf16 (measured: 0.016), not another distribution
 
 
 def test_alpha_zero_is_plain_grpo(gpt2_tokenizer, tmp_path):

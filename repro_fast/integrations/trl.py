@@ -23,7 +23,7 @@ import torch  # noqa: E402
 from accelerate.utils import gather_object  # noqa: E402
 from trl import GRPOTrainer  # noqa: E402
 
-from repro_fast import RePROConfig, RePROScorer, process_advantages  # noqa: E402
+from repro_fast import RePROConfig, RePROResult, RePROScorer, process_advantages  # noqa: E402
 
 __all__ = ["RePROGRPOTrainer", "SUPPORTED_TRL"]
 
@@ -67,13 +67,11 @@ class RePROGRPOTrainer(GRPOTrainer):
         self.repro_config = config
         self.answer_column = answer_column
         self.repro_scorer = RePROScorer(self.model, self._tokenizer, config, backend=repro_backend)
-        # The scorer's log-probs replace TRL's old-log-prob forward in fp32 only: under mixed precision
-        # the two differ by as much as the drift TRL's importance ratio measures. With a PEFT adapter
-        # and beta != 0, TRL's reference forward runs on self.model too and must not get them.
+        # Where TRL runs its old-log-prob forward, that forward is RePro's phase 1 (any precision: TRL
+        # keeps its own log-probs, bit for bit). With a PEFT adapter and beta != 0, TRL's reference
+        # forward also runs on self.model without grad and could be taken for it: not then.
         self._repro_reuse_logps = (
-            self.accelerator.mixed_precision == "no"
-            and all(p.dtype == torch.float32 for p in self.model.parameters())
-            and not (self.beta != 0.0 and self.ref_model is None)
+            self.repro_scorer.backend_name == "fast" and not (self.beta != 0.0 and self.ref_model is None)
         )
         self._repro_batch: dict | None = None
         self.repro_last: dict | None = None
@@ -103,14 +101,37 @@ class RePROGRPOTrainer(GRPOTrainer):
         if is_old_logps:
             batch["asked_old_logps"] = True
             if self._repro_reuse_logps:
-                split = input_ids.size(1) - logits_to_keep
-                result = self._repro_score(input_ids[:, :split], attention_mask[:, :split],
-                                           input_ids[:, split:], attention_mask[:, split:])
-                batch["reused"] = True
-                return result.token_logprobs, None, None
+                return self._old_logps_as_phase1(model, input_ids, attention_mask, logits_to_keep,
+                                                 batch_size, **kwargs), None, None
         return super()._get_per_token_logps_and_entropies(
             model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
             compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss, **kwargs)
+
+    def _old_logps_as_phase1(self, model, input_ids, attention_mask, logits_to_keep, batch_size, **kwargs):
+        """TRL's own old-log-prob forward, micro-batch by micro-batch as TRL runs it, recorded as
+        RePro's phase 1 (with the entropies TRL's fused head computes on request); the scorer adds
+        selection and the extend step per micro-batch, while its KV cache is alive."""
+        batch, scorer = self._repro_batch, self.repro_scorer
+        split, rows = input_ids.size(1) - logits_to_keep, input_ids.size(0)
+        step = batch_size or rows
+        logps, results, seconds = [], [], 0.0
+        for start in range(0, rows, step):
+            part = slice(start, min(start + step, rows))
+            with scorer.capture_phase1() as phase1:
+                lp, entropies, _ = super()._get_per_token_logps_and_entropies(
+                    model, input_ids[part], attention_mask[part], logits_to_keep, batch_size=step,
+                    compute_entropy=True, **kwargs)
+            began = time.perf_counter()
+            with self.accelerator.autocast():
+                results.append(scorer.score_phase1(
+                    phase1, input_ids[part, :split], attention_mask[part, :split], input_ids[part, split:],
+                    attention_mask[part, split:], batch["answers"][part], group_ids=batch["group_ids"][part],
+                    token_logprobs=lp, token_entropies=entropies))
+            seconds += time.perf_counter() - began
+            logps.append(lp)
+        batch["result"] = RePROResult.concat(results, batch["group_ids"], self.repro_config.normalize)
+        batch["seconds"], batch["reused"] = seconds, True
+        return torch.cat(logps)
 
     def _generate_and_score_completions(self, inputs):
         mode = "train" if self.model.training else "eval"
