@@ -20,7 +20,19 @@ MAX_SEGMENTS = 1 << 16
 TEMPERATURE_RANGE = (1e-4, 1e4)
 
 
+# The checkers below are the argument checks of the scoring core: each returns the value (converted
+# where it says so) or raises TypeError / ValueError "name: expected X, got Y", naming the argument.
+
+
+def check_type(value, name: str, types: type | tuple[type, ...], expected: str):
+    """``value`` if it is an instance of ``types``; TypeError naming ``name`` and ``expected`` otherwise."""
+    if not isinstance(value, types):
+        raise TypeError(f"{name}: expected {expected}, got {type(value).__name__}")
+    return value
+
+
 def check_choice(value, name: str, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``; ValueError naming ``name`` otherwise."""
     if value not in choices:
         raise ValueError(f"{name}: expected one of {choices}, got {value!r}")
     return value
@@ -60,6 +72,17 @@ def check_sequence(value, name: str, n: int | None = None) -> Sequence:
     if n is not None and len(value) != n:
         raise ValueError(f"{name}: expected {n} entries (one per trajectory), got {len(value)}")
     return value
+
+
+def check_group_ids(group_ids, n: int) -> None:
+    """``None`` or ``n`` hashable ids (SPEC §6 groups)."""
+    if group_ids is None:
+        return
+    for b, g in enumerate(check_sequence(group_ids, "group_ids", n)):
+        try:
+            hash(g)
+        except TypeError:
+            raise TypeError(f"group_ids[{b}]: expected a hashable id, got {g!r}") from None
 
 
 @dataclass(frozen=True)
@@ -122,7 +145,7 @@ class RePROConfig:
             fail("answer_add_special_tokens", "a bool")
 
     @classmethod
-    def authors_code(cls, **overrides) -> "RePROConfig":
+    def authors_code(cls, **overrides) -> RePROConfig:
         """The configuration that reproduces the authors' verl code (SPEC §8), not the paper: answer
         encoded with special tokens, token-id boundaries and think end, their ``tau + 1/2`` stability
         term, and ``w = 0`` (their code computes that term, then drops it)."""
@@ -130,6 +153,6 @@ class RePROConfig:
                       stability_form="authors_code", stability_weight=0.0)
         return cls(**(fields | overrides))
 
-    def replace(self, **changes) -> "RePROConfig":
+    def replace(self, **changes) -> RePROConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)

@@ -1,27 +1,48 @@
 """`RePROScorer` and `RePROResult`: the public entry point (SPEC §7).
 
-One `score()` call: validate -> plan (SPEC §1, §3) -> per micro-batch: token statistics, select
-(SPEC §4), ``J`` at every point -> one host copy -> rewards (SPEC §5-6) -> `RePROResult`.
+One `score()` call (`RePROScorer._score`) reads top to bottom::
+
+    validate         _items                 types, lengths, id range, answers (config.check_*)
+    plan (host)      _plans                 think bounds E, F and candidates (segments.py, SPEC §1, §3)
+    per micro-batch  backend.groups         (backends/: the `Backend` protocol)
+      phase 1        backend.token_stats    token log-probs + entropies (fast: + hidden, KV cache)
+      select         select_points          SPEC §4 on the device (selection.py)
+      J              backend.answer_logprobs  J at every point (SPEC §2)
+    result           _result                one host copy -> points and J per trajectory ->
+                                            finiteness check -> segment scores (rewards.py,
+                                            SPEC §5) -> padded outputs and process advantages
+                                            (advantages.py, SPEC §6)
+
+`score_padded` unpads a trainer's tensors and calls `score`; `score_phase1` takes phase 1 from
+the trainer's own forward and runs select, J and result.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from repro_fast import rewards as R
-from repro_fast.backends.common import CapturedForward, Item, ModelAdapter, ResponsePass, padded, scoring_mode
-from repro_fast.backends.fast import FastBackend
-from repro_fast.backends.naive import NaiveBackend
-from repro_fast.config import RePROConfig, check_choice, check_int, check_sequence
+from repro_fast.advantages import process_advantages
+from repro_fast.backends import BACKENDS, Backend, Item, build_backend
+from repro_fast.batching import padded
+from repro_fast.config import (
+    RePROConfig,
+    check_choice,
+    check_group_ids,
+    check_int,
+    check_sequence,
+    check_type,
+)
 from repro_fast.dispatch import resolve_kernels, resolve_planner
-from repro_fast.segments import Planner
+from repro_fast.model import CapturedForward, ModelAdapter, ResponsePass, scoring_mode
+from repro_fast.rewards import place, segment_scores
+from repro_fast.segments import Plan, Planner
+from repro_fast.selection import select_points
 
-BACKENDS = ("auto", "naive", "fast")
 # The widest padded output a call may ask for: far beyond any real completion, and small enough
 # that a typo (10**12) is refused before the forward pass instead of failing inside torch.
 MAX_WIDTH = 1 << 24
@@ -53,8 +74,8 @@ class RePROResult:
         return len(self.points)
 
     @classmethod
-    def concat(cls, results: Sequence["RePROResult"], group_ids: Sequence[Hashable] | None = None,
-               normalize: str = "group") -> "RePROResult":
+    def concat(cls, results: Sequence[RePROResult], group_ids: Sequence[Hashable] | None = None,
+               normalize: str = "group") -> RePROResult:
         """The results of consecutive slices of one batch (equal widths) as one result; the
         process advantages are normalized again over the whole batch's scopes (SPEC §6)."""
         if not results:
@@ -65,10 +86,35 @@ class RePROResult:
         lists = {f: [x for r in results for x in getattr(r, f)]
                  for f in ("points", "nll", "s_magn", "s_stab", "score", "rewards", "think_end")}
         tensors = {f: torch.cat([getattr(r, f) for r in results])
-                   for f in ("token_rewards", "token_logprobs", "token_entropies", "reward_mask", "response_mask")}
-        advantages = R.process_advantages(lists["rewards"], lists["points"], width, group_ids, normalize,
-                                          results[0].token_rewards.device)
+                   for f in ("token_rewards", "token_logprobs", "token_entropies", "reward_mask",
+                             "response_mask")}
+        advantages = process_advantages(lists["rewards"], lists["points"], width, group_ids, normalize,
+                                        results[0].token_rewards.device)
         return cls(**lists, **tensors, process_advantages=advantages)
+
+
+@dataclass
+class StageOutputs:
+    """What the device stages of one call produced, one entry per micro-batch, still on the device."""
+
+    groups: list[list[int]] = field(default_factory=list)  # the trajectories b of each micro-batch
+    logprobs: list[torch.Tensor] = field(default_factory=list)  # their token log-probs, back to back
+    entropies: list[torch.Tensor] = field(default_factory=list)  # their token entropies, back to back
+    points: list[torch.Tensor] = field(default_factory=list)  # their points P (int64), back to back
+    values: list[torch.Tensor] = field(default_factory=list)  # J at those points
+
+    def add(self, group: list[int], logprobs: torch.Tensor, entropies: torch.Tensor, points: torch.Tensor,
+            values: torch.Tensor) -> None:
+        self.groups.append(group)
+        self.logprobs.append(logprobs)
+        self.entropies.append(entropies)
+        self.points.append(points)
+        self.values.append(values)
+
+    @property
+    def order(self) -> list[int]:
+        """Every trajectory b, in micro-batch order (the order of the packed tensors)."""
+        return [b for g in self.groups for b in g]
 
 
 class RePROScorer:
@@ -96,8 +142,9 @@ class RePROScorer:
         check_choice(backend, "backend", BACKENDS)
         # torch.compile's wrapper has no forward of its own to call by class (verify() does); the
         # module it wraps holds the same parameters.
-        if isinstance(model, torch.nn.Module) and isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
-            model = model._orig_mod
+        wrapped = getattr(model, "_orig_mod", None)
+        if isinstance(model, torch.nn.Module) and isinstance(wrapped, torch.nn.Module):
+            model = wrapped
         head = getattr(model, "get_output_embeddings", None)
         if not isinstance(model, torch.nn.Module) or not callable(head) or head() is None:
             raise TypeError("model: expected a Hugging Face causal LM with an LM head "
@@ -109,12 +156,9 @@ class RePROScorer:
         self.backend_name = "fast" if backend == "auto" else backend
         self.kernels = resolve_kernels(kernels, head().weight.device)
         self.use_cpp_planner = resolve_planner(planner) == "cpp"
-        self.adapter = ModelAdapter(model, 1.0, self.kernels)
-        if self.backend_name == "naive":
-            self.backend = NaiveBackend(self.adapter, 0)
-        else:
-            self.backend = FastBackend(self.adapter, 0, self.kernels)
-        self.config = RePROConfig() if config is None else config
+        self.adapter: ModelAdapter
+        self.backend: Backend
+        self.config = RePROConfig() if config is None else config  # builds adapter and backend
         self._vocab_rows()
 
     @property
@@ -123,11 +167,11 @@ class RePROScorer:
 
     @config.setter
     def config(self, config: RePROConfig) -> None:
-        if not isinstance(config, RePROConfig):
-            raise TypeError(f"config: expected a RePROConfig or None, got {type(config).__name__}")
-        self._config = config
-        self.adapter.temperature = config.temperature
-        self.backend.token_budget = config.token_budget
+        """Switch to ``config``: the model adapter (at its temperature) and the backend (under its
+        token budget) are built from it, and the caches that depend on it are dropped."""
+        self._config = check_type(config, "config", RePROConfig, "a RePROConfig or None")
+        self.adapter = ModelAdapter(self.model, config.temperature, self.kernels)
+        self.backend = build_backend(self.backend_name, self.adapter, config.token_budget, self.kernels)
         self._planner: Planner | None = None
         # Keyed by the tokenizer's state too: added tokens change how an answer encodes.
         self._answer_cache: dict[tuple, np.ndarray] = {}
@@ -173,8 +217,7 @@ class RePROScorer:
     def answer_ids(self, answer: str, b: int | None = None) -> np.ndarray:
         """Token ids of the rendered answer (SPEC §1)."""
         where = "answers" if b is None else f"answers[{b}]"
-        if not isinstance(answer, str):
-            raise TypeError(f"{where}: expected a str, got {type(answer).__name__}")
+        check_type(answer, where, str, "a str")
         key = (answer, id(self.tokenizer), len(self.tokenizer))
         if key in self._answer_cache:
             return self._answer_cache[key]
@@ -197,7 +240,7 @@ class RePROScorer:
         n = len(check_sequence(prompts, "prompts"))
         check_sequence(responses, "responses", n)
         check_sequence(answers, "answers", n)
-        R.check_group_ids(group_ids, n)
+        check_group_ids(group_ids, n)
         rows, limit = self._vocab_rows(), self.adapter.max_positions
         items = []
         for b in range(n):
@@ -214,7 +257,9 @@ class RePROScorer:
             items.append(item)
         return items
 
-    def _plans(self, items: list[Item]):
+    def _plans(self, items: list[Item]) -> list[Plan]:
+        """SPEC §1, §3 on the host: one `Plan` per response (the planner is rebuilt when the
+        tokenizer or the embedding changed)."""
         rows = self._vocab_rows()
         p = self._planner
         if (p is None or p.tokenizer is not self.tokenizer or p.rows != rows
@@ -244,7 +289,7 @@ class RePROScorer:
         width = n_max if width is None else width
         plans = self._plans(items)
         k, backend, kernels = self.config.num_segments, self.backend, self.kernels
-        groups, stats, points, values = [], [], [], []
+        out = StageOutputs()
         with scoring_mode(self.model):
             if items:
                 self.adapter.verify(items[0].prompt[:8].tolist())
@@ -252,13 +297,11 @@ class RePROScorer:
                 lengths = [len(items[b].response) for b in group]
                 counts = [plans[b].num_points(k) for b in group]
                 phase1 = backend.token_stats(items, group)  # log-probs, entropies (fast: + cache)
-                chosen = R.select_points(phase1.entropies, lengths, [plans[b] for b in group], k, kernels)
-                values.append(backend.answer_logprobs(items, group, chosen, counts, phase1))  # J(P_j)
-                groups.append(group)
-                stats.append((phase1.logprobs, phase1.entropies))
-                points.append(chosen)
+                chosen = select_points(phase1.entropies, lengths, [plans[b] for b in group], k, kernels)
+                values = backend.answer_logprobs(items, group, chosen, counts, phase1)  # J(P_j)
+                out.add(group, phase1.logprobs, phase1.entropies, chosen, values)
                 del phase1  # frees the cache before the next micro-batch
-        return self._result(items, plans, groups, stats, points, values, group_ids, width)
+        return self._result(items, plans, out, group_ids, width)
 
     def score_padded(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
                      completion_mask: torch.Tensor, answers: Sequence[str],
@@ -310,47 +353,24 @@ class RePROScorer:
                       group_ids, token_logprobs, token_entropies) -> RePROResult:
         prompts, completions, masks = self._unpadded(prompt_ids, prompt_mask, completion_ids, completion_mask)
         n, lq, lc = len(prompts), prompt_ids.shape[1], completion_ids.shape[1]
-        if n and not masks[0][:, -1].all():
-            row = int((~masks[0][:, -1]).nonzero()[0])
-            raise ValueError(f"prompt_mask: row {row} is not left-padded; score_phase1 needs the prompts "
-                             "flush against the completions (use score_padded for other layouts)")
-        if not isinstance(phase1, CapturedForward):
-            raise TypeError(f"phase1: expected the record of capture_phase1(), got {type(phase1).__name__}")
-        if phase1.calls != 1 or phase1.cache is None:
-            raise ValueError(f"phase1: expected one decoder call with its KV cache inside capture_phase1(), "
-                             f"recorded {phase1.calls}; run one micro-batch per capture")
-        if tuple(phase1.hidden.shape[:2]) != (n, lq + lc):
-            raise ValueError(f"phase1: its forward saw {tuple(phase1.hidden.shape[:2])} tokens, expected "
-                             f"[prompt_ids | completion_ids] = {(n, lq + lc)}")
-        for name, t in (("token_logprobs", token_logprobs), ("token_entropies", token_entropies)):
-            if not isinstance(t, torch.Tensor) or not t.is_floating_point() or tuple(t.shape) != (n, lc):
-                raise TypeError(f"{name}: expected a float [N, Lc] = {[n, lc]} tensor, got "
-                                f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
+        _check_phase1(phase1, masks[0], n, lq, lc, token_logprobs, token_entropies)
         items = self._items(prompts, completions, answers, group_ids)
         plans = self._plans(items)
         k, counts = self.config.num_segments, [plan.num_points(self.config.num_segments) for plan in plans]
         lengths = [len(it.response) for it in items]
-        device = self.adapter.device
-        real = masks[1].to(device)
+        real = masks[1].to(self.adapter.device)
         packed_lp = token_logprobs.detach()[real].float()
         packed_ent = token_entropies.detach()[real].float()
-        # The trainer's layout: y[0] at column lq; pad columns [0, lq - |q|) are no key of any copy.
-        offset = np.full(n, lq)
-        key_start = lq - np.array([len(q) for q in prompts], dtype=np.int64)
-        if phase1.position_ids is None:  # the model numbered the columns 0, 1, ...
-            position_base = offset
-        else:
-            position_base = (phase1.position_ids.expand(n, -1)[:, lq - 1] + 1).cpu().numpy()
         group = list(range(n))
         with scoring_mode(self.model):
             if items:
                 self.adapter.verify(items[0].prompt[:8].tolist())
-            chosen = R.select_points(packed_ent, lengths, plans, k, self.kernels)
-            rows = ResponsePass(packed_lp, packed_ent, phase1.hidden, phase1.cache, lq + lc,
-                                offset=offset, key_start=key_start, position_base=position_base)
+            chosen = select_points(packed_ent, lengths, plans, k, self.kernels)
+            rows = _captured_pass(phase1, packed_lp, packed_ent, [len(q) for q in prompts], lq, lc)
             values = self.backend.answer_logprobs(items, group, chosen, counts, rows)
         phase1.hidden = phase1.cache = None  # the caller's record no longer pins them
-        result = self._result(items, plans, [group], [(packed_lp, packed_ent)], [chosen], [values], group_ids, lc)
+        out = StageOutputs([group], [packed_lp], [packed_ent], [chosen], [values])
+        result = self._result(items, plans, out, group_ids, lc)
         result.token_logprobs = token_logprobs
         return result
 
@@ -360,8 +380,7 @@ class RePROScorer:
         pairs = (("prompt", prompt_ids, prompt_mask), ("completion", completion_ids, completion_mask))
         for name, ids, mask in pairs:
             for what, t in ((f"{name}_ids", ids), (f"{name}_mask", mask)):
-                if not isinstance(t, torch.Tensor):
-                    raise TypeError(f"{what}: expected a 2-D integer (or bool) tensor, got {type(t).__name__}")
+                check_type(t, what, torch.Tensor, "a 2-D integer (or bool) tensor")
                 if t.is_floating_point() or t.is_complex():
                     raise TypeError(f"{what}: expected a 2-D integer (or bool) tensor, got dtype {t.dtype}")
                 if t.ndim != 2:
@@ -374,10 +393,7 @@ class RePROScorer:
             if not ((m == 0) | (m == 1)).all():
                 raise ValueError(f"{name}_mask: expected 0/1 values")
             m = m.bool()
-            # Prompts: one contiguous run of real tokens (left or right padding); completions:
-            # real tokens first, so no real token may follow padding.
-            rises = (m[:, 1:] & ~m[:, :-1]).sum(1)
-            bad = rises + m[:, :1].sum(1) > 1 if name == "prompt" else rises > 0
+            bad = _breaks_padded_layout(m, prompt=name == "prompt")
             if bad.any():
                 where = " at the start" if name == "completion" else ""
                 raise ValueError(f"{name}_mask: row {int(bad.nonzero()[0])} is not one contiguous run of "
@@ -389,43 +405,119 @@ class RePROScorer:
                              f"got {completion_ids.shape[0]}")
         return rows[0], rows[1], masks
 
-    def _result(self, items, plans, groups, stats, points, values, group_ids, width) -> RePROResult:
-        cfg, device = self.config, self.adapter.device
-        order = [b for g in groups for b in g]  # every trajectory, in micro-batch order
-        lp = torch.cat([s[0] for s in stats]) if stats else torch.zeros(0, device=device)
-        ent = torch.cat([s[1] for s in stats]) if stats else torch.zeros(0, device=device)
-        # The one host copy of the call: points, J values and a finiteness flag together.
-        flag = (~torch.isfinite(lp)).sum() + (~torch.isfinite(ent)).sum()
-        host = torch.cat([t.double() for t in (*points, *values, flag[None])]).cpu()
+    def _result(self, items: list[Item], plans: list[Plan], out: StageOutputs,
+                group_ids: Sequence[Hashable] | None, width: int) -> RePROResult:
+        """The stages' device tensors -> `RePROResult`: one host copy, points and ``J`` per
+        trajectory, a finiteness check, segment scores (SPEC §5), then the ``[N, width]`` outputs."""
+        cfg, device, order = self.config, self.adapter.device, out.order
+        lp, ent = _cat(out.logprobs, device), _cat(out.entropies, device)
         counts = [plans[b].num_points(cfg.num_segments) for b in order]
-        n_points = sum(counts)
-        per_b_points: list[list[int]] = [None] * len(items)  # type: ignore[list-item]
-        per_b_j: list[torch.Tensor] = [None] * len(items)  # type: ignore[list-item]
-        for b, p, j in zip(order, host[:n_points].long().split(counts), host[n_points:-1].split(counts)):
-            per_b_points[b], per_b_j[b] = p.tolist(), j
+        points, j_values, finite = _host_copy(out.points, out.values, lp, ent, counts, order, len(items))
         lengths = [len(items[b].response) for b in order]
-        if host[-1] > 0 or not torch.isfinite(host[n_points:-1]).all():
-            for b, lp_b, ent_b in zip(order, lp.split(lengths), ent.split(lengths)):
-                if not all(torch.isfinite(t).all() for t in (lp_b, ent_b, per_b_j[b])):
-                    raise ValueError(f"model: produced NaN or inf logits while scoring trajectory {b}; "
-                                     "check the model's weights and dtype")
-        parts = [R.segment_scores(-j, cfg) for j in per_b_j]
-        raw = [p["rewards"] for p in parts]
-        scores = {key: [p[key].float() for p in parts] for key in ("s_magn", "s_stab", "score", "rewards")}
+        if not finite:
+            _check_finite(order, lp.split(lengths), ent.split(lengths), j_values)
+        parts = [segment_scores(-j, cfg) for j in j_values]
+        return RePROResult(
+            points=points,
+            nll=[-j.float() for j in j_values],
+            **{key: [p[key].float() for p in parts] for key in ("s_magn", "s_stab", "score", "rewards")},
+            think_end=[p.think_end for p in plans],
+            **self._padded_outputs(items, order, points, [p["rewards"] for p in parts], lp, ent, lengths,
+                                   group_ids, width),
+        )
+
+    def _padded_outputs(self, items, order, points, rewards, lp, ent, lengths, group_ids,
+                        width: int) -> dict[str, torch.Tensor]:
+        """The ``[N, width]`` fields of `RePROResult`, rows by trajectory b, on the model's device:
+        raw rewards placed on ``P_j - 1`` and their process advantages (SPEC §5-6), token
+        statistics (``lp``, ``ent``: packed in micro-batch ``order``), and the two masks."""
+        device = self.adapter.device
         unsort = torch.as_tensor(np.argsort(order), device=device)  # rows in `order` -> rows by b
         # A 1 placed on every rewarded token marks them.
-        rewarded = R.place([torch.ones(len(p) - 1) for p in per_b_points], per_b_points, width) > 0
+        rewarded = place([torch.ones(len(p) - 1) for p in points], points, width) > 0
         response_mask = torch.arange(width)[None] < torch.tensor([len(it.response) for it in items])[:, None]
-        return RePROResult(
-            points=per_b_points,
-            nll=[-j.float() for j in per_b_j],
-            **scores,
-            think_end=[p.think_end for p in plans],
-            token_rewards=R.place(raw, per_b_points, width).to(device, torch.float32),
-            process_advantages=R.process_advantages(raw, per_b_points, width, group_ids, cfg.normalize,
-                                                    device),
+        return dict(
+            token_rewards=place(rewards, points, width).to(device, torch.float32),
+            process_advantages=process_advantages(rewards, points, width, group_ids, self.config.normalize,
+                                                  device),
             token_logprobs=padded(lp.float(), lengths, width)[unsort],
             token_entropies=padded(ent.float(), lengths, width)[unsort],
             reward_mask=rewarded.to(device),
             response_mask=response_mask.to(device),
         )
+
+
+def _cat(tensors: list[torch.Tensor], device) -> torch.Tensor:
+    """The micro-batches' packed values as one tensor (empty when there was no micro-batch)."""
+    return torch.cat(tensors) if tensors else torch.zeros(0, device=device)
+
+
+def _host_copy(points: list[torch.Tensor], values: list[torch.Tensor], lp: torch.Tensor, ent: torch.Tensor,
+               counts: list[int], order: list[int],
+               n: int) -> tuple[list[list[int]], list[torch.Tensor], bool]:
+    """The call's one device -> host copy: every point, every ``J`` and a count of non-finite token
+    statistics travel together. Returns the points and ``J`` (float64) of each trajectory b, and
+    whether every ``J`` and every token statistic is finite."""
+    flag = (~torch.isfinite(lp)).sum() + (~torch.isfinite(ent)).sum()
+    host = torch.cat([t.double() for t in (*points, *values, flag[None])]).cpu()
+    n_points = sum(counts)
+    per_b_points: list[list[int]] = [None] * n  # type: ignore[list-item]
+    per_b_j: list[torch.Tensor] = [None] * n  # type: ignore[list-item]
+    for b, p, j in zip(order, host[:n_points].long().split(counts), host[n_points:-1].split(counts)):
+        per_b_points[b], per_b_j[b] = p.tolist(), j
+    finite = not (host[-1] > 0 or not torch.isfinite(host[n_points:-1]).all())
+    return per_b_points, per_b_j, finite
+
+
+def _check_finite(order: list[int], lps, ents, j_values: list[torch.Tensor]) -> None:
+    """Name the first trajectory (in micro-batch ``order``) whose token statistics or ``J`` are not finite."""
+    for b, lp_b, ent_b in zip(order, lps, ents):
+        if not all(torch.isfinite(t).all() for t in (lp_b, ent_b, j_values[b])):
+            raise ValueError(f"model: produced NaN or inf logits while scoring trajectory {b}; "
+                             "check the model's weights and dtype")
+
+
+def _breaks_padded_layout(mask: torch.Tensor, prompt: bool) -> torch.Tensor:
+    """SPEC §7 ``score_padded`` layout, True on the rows that break it: a prompt row is one
+    contiguous run of real tokens (left- or right-padded); a completion's real tokens come first."""
+    rises = (mask[:, 1:] & ~mask[:, :-1]).sum(1)  # padding -> real steps, each starting a run
+    if prompt:
+        return rises + mask[:, :1].sum(1) > 1  # runs = rises + (1 if column 0 is real)
+    return rises > 0  # a real token after padding
+
+
+def _check_phase1(phase1, prompt_mask: torch.Tensor, n: int, lq: int, lc: int, token_logprobs,
+                  token_entropies) -> None:
+    """`score_phase1`'s own arguments: left-padded prompts, one recorded decoder call with its KV
+    cache over ``[prompt_ids | completion_ids]``, and float ``[N, Lc]`` token statistics."""
+    if n and not prompt_mask[:, -1].all():
+        row = int((~prompt_mask[:, -1]).nonzero()[0])
+        raise ValueError(f"prompt_mask: row {row} is not left-padded; score_phase1 needs the prompts "
+                         "flush against the completions (use score_padded for other layouts)")
+    check_type(phase1, "phase1", CapturedForward, "the record of capture_phase1()")
+    if phase1.calls != 1 or phase1.cache is None:
+        raise ValueError(f"phase1: expected one decoder call with its KV cache inside capture_phase1(), "
+                         f"recorded {phase1.calls}; run one micro-batch per capture")
+    if tuple(phase1.hidden.shape[:2]) != (n, lq + lc):
+        raise ValueError(f"phase1: its forward saw {tuple(phase1.hidden.shape[:2])} tokens, expected "
+                         f"[prompt_ids | completion_ids] = {(n, lq + lc)}")
+    for name, t in (("token_logprobs", token_logprobs), ("token_entropies", token_entropies)):
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point() or tuple(t.shape) != (n, lc):
+            raise TypeError(f"{name}: expected a float [N, Lc] = {[n, lc]} tensor, got "
+                            f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
+
+
+def _captured_pass(phase1: CapturedForward, logprobs: torch.Tensor, entropies: torch.Tensor,
+                   prompt_lengths: list[int], lq: int, lc: int) -> ResponsePass:
+    """A trainer's captured forward as the phase-1 `ResponsePass` the fast backend extends: its
+    layout is left-padded prompts + right-padded completions, so ``y[0]`` sits at column ``lq``
+    and the pad columns ``[0, lq - |q|)`` are no key of any answer copy."""
+    n = len(prompt_lengths)
+    offset = np.full(n, lq)
+    key_start = lq - np.array(prompt_lengths, dtype=np.int64)
+    if phase1.position_ids is None:  # the model numbered the columns 0, 1, ...
+        position_base = offset
+    else:
+        position_base = (phase1.position_ids.expand(n, -1)[:, lq - 1] + 1).cpu().numpy()
+    return ResponsePass(logprobs, entropies, phase1.hidden, phase1.cache, lq + lc,
+                        offset=offset, key_start=key_start, position_base=position_base)

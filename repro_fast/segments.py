@@ -84,7 +84,7 @@ _PROBE_TEXTS = (
     " leading space\tand\ttabs\r\n\r\nend",
 )
 
-_TABLE_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_TABLE_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _TABLE_CACHE_BY_ID: dict[int, TokenizerTables] = {}
 
 
@@ -123,6 +123,21 @@ class Plan:
 
 def _encode(tokenizer, text: str) -> list[int]:
     return list(tokenizer.encode(text, add_special_tokens=False))
+
+
+def _first_prefix_holding(tokenizer, ids: np.ndarray, marker: str, pos: int) -> int:
+    """SPEC §1 ``F``: the smallest j whose prefix text holds the whole occurrence of ``marker`` at
+    text offset ``pos`` (its first in the response); a bisection, the test being monotone in j."""
+    def holds(j: int) -> bool:
+        return decode(tokenizer, ids[:j]).find(marker) == pos
+
+    return 1 + bisect_left(range(1, len(ids)), True, key=holds)
+
+
+def _token_at_text_offset(tokenizer, ids: np.ndarray, pos: int, finish: int) -> int:
+    """SPEC §1 ``E``: the token in which text offset ``pos`` lies, i.e. the last i < ``finish``
+    whose prefix text ends at or before ``pos``; a bisection over the prefix text lengths."""
+    return bisect_right(range(finish), pos, key=lambda i: len(decode(tokenizer, ids[:i]))) - 1
 
 
 class Planner:
@@ -178,14 +193,13 @@ class Planner:
         return begin, int(np.searchsorted(offsets, pos + len(self._marker_bytes), side="left"))
 
     def _think_bounds_exact(self, ids: np.ndarray) -> tuple[int, int]:
+        """SPEC §1 (E, F) by decoding prefixes (tokenizers without a byte table)."""
         tok, marker, n = self.tokenizer, self.marker, len(ids)
         pos = decode(tok, ids).find(marker)
         if pos < 0:
             return n, n
-        # Both monotone in the prefix length. F: the first prefix whose text holds the whole first
-        # occurrence; E: the token where it begins, the last i whose prefix text ends by pos.
-        finish = 1 + bisect_left(range(1, n), True, key=lambda j: decode(tok, ids[:j]).find(marker) == pos)
-        return bisect_right(range(finish), pos, key=lambda i: len(decode(tok, ids[:i]))) - 1, finish
+        finish = _first_prefix_holding(tok, ids, marker, pos)
+        return _token_at_text_offset(tok, ids, pos, finish), finish
 
     def candidates(self, ids: np.ndarray, think_begin: int, offsets: np.ndarray | None) -> np.ndarray:
         """SPEC §3: the candidate segment starts in ``[1, E)``, ascending."""

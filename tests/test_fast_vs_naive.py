@@ -221,7 +221,7 @@ def test_batch_with_0_to_k_candidates_and_cost_from_real_points(tiny_llama, gpt2
     """Trajectories with 0, 1, ..., more than k candidates in one batch: identical points, J
     within SPEC §7; phase 2 holds each trajectory's m + 1 copies, never k + 2, so a huge k
     builds exactly the same phase-2 input as a k that covers every candidate."""
-    from repro_fast.backends.common import ModelAdapter
+    from repro_fast.model import ModelAdapter
 
     tok = gpt2_tokenizer
     texts = ["", "x", "a.\n\nb", "a.\n\nb.\n\nc", "a.\n\nb.\n\nc?\nd</think>e", "1.\n\n2.\n\n3.\n\n4.\n\n5.\n\n6"]

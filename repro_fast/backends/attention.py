@@ -15,15 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
+from repro_fast.model import text_config
 from repro_fast.ops import prefix_attention
 
 NAME = "repro_fast_prefix"
-
-
-def text_config(model):
-    """The decoder's config (multimodal models keep it under ``get_text_config()``)."""
-    cfg = model.config
-    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
 
 
 @dataclass

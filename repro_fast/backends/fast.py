@@ -29,12 +29,16 @@ from functools import partial
 import numpy as np
 import torch
 
-from repro_fast.backends.attention import PrefixMeta, phase2_attention, text_config
-from repro_fast.backends.common import Item, ModelAdapter, ResponsePass, padding_aware_batches
+from repro_fast.backends.attention import PrefixMeta, phase2_attention
+from repro_fast.backends.base import Item
+from repro_fast.batching import padding_aware_batches
+from repro_fast.model import ModelAdapter, ResponsePass, text_config
 from repro_fast.ops import prefix_attention_mask
 
 
 class FastBackend:
+    """`Backend` with phase 1 + one extend step over its KV cache (module docstring)."""
+
     name = "fast"
 
     def __init__(self, adapter: ModelAdapter, token_budget: int, kernels: str):
@@ -113,7 +117,8 @@ class FastBackend:
         valid_t = as_t(valid)
         chosen = points[as_t(point_index)]  # P_j of every copy token
         positions = torch.where(valid_t, as_t(phase1.position_base)[:, None] + chosen + as_t(i), 0)
-        limit = torch.where(valid_t, as_t(phase1.offset)[:, None] + chosen, 1)  # cache keys [., limit) visible
+        # Cache keys [., limit) are visible to a copy token.
+        limit = torch.where(valid_t, as_t(phase1.offset)[:, None] + chosen, 1)
         # A left-padded trainer layout hides its pad columns [0, key_start) from every copy; the
         # prefix kernel has no lower bound, so that layout takes the mask.
         key_start = np.where(valid, phase1.key_start[:, None], 0)
@@ -127,7 +132,8 @@ class FastBackend:
                                            repro_prefix=meta)
         else:
             allowed = prefix_attention_mask(limit, copy_start, phase1.width)
-            allowed[..., : phase1.width] &= torch.arange(phase1.width, device=device) >= as_t(key_start)[..., None]
+            columns = torch.arange(phase1.width, device=device)
+            allowed[..., : phase1.width] &= columns >= as_t(key_start)[..., None]
             mask = self._mask(allowed[:, None])
             hidden, _ = adapter.hidden(ids, mask, positions, cache=phase1.cache, use_cache=True)
         # Index with host-built flat indices, not a boolean mask (which would sync a GPU).

@@ -8,10 +8,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from repro_fast.backends.common import Item, ModelAdapter, ResponsePass, micro_batches, right_padded
+from repro_fast.backends.base import Item
+from repro_fast.batching import micro_batches, right_padded
+from repro_fast.model import ModelAdapter, ResponsePass
 
 
 class NaiveBackend:
+    """`Backend` with one forward per scored prefix (module docstring)."""
+
     name = "naive"
 
     def __init__(self, adapter: ModelAdapter, token_budget: int):

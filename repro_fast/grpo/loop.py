@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from repro_fast.config import RePROConfig
-from repro_fast.rewards import grpo_advantages
+from repro_fast.advantages import grpo_advantages
 from repro_fast.scorer import RePROScorer
 from repro_fast.grpo.config import GRPOConfig
 from repro_fast.grpo.loss import grpo_loss, sequence_logprobs

@@ -17,8 +17,9 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
-from repro_fast.backends.common import ModelAdapter, padded
+from repro_fast.batching import padded
 from repro_fast.dispatch import resolve_kernels
+from repro_fast.model import ModelAdapter
 
 
 def sequence_logprobs(model, prompts: list[list[int]], responses: list[list[int]], temperature: float = 1.0,

@@ -8,10 +8,11 @@ FSDP workers only: Megatron workers are not supported.
 from __future__ import annotations
 
 import contextlib
-from typing import Hashable, Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 import torch
+
 try:
     from tensordict import TensorDict
     from verl import DataProto
@@ -21,7 +22,7 @@ except ImportError as exc:  # name what to install, not only the first missing m
                       f"pip install 'verl==0.9.1' ({exc})") from exc
 
 from repro_fast import RePROConfig, RePROScorer
-from repro_fast.rewards import process_advantages as _process_advantages
+from repro_fast.advantages import process_advantages as _process_advantages
 
 REWARDS_KEY = "repro_rewards"  # float32, raw r_j on response token P_j - 1, 0 elsewhere
 MASK_KEY = "repro_reward_mask"  # int64, 1 exactly where a reward sits

@@ -6,10 +6,15 @@ kernel (CUDA) and a torch path (CPU), chosen by ``backend="auto" | "triton" | "t
 
 from repro_fast.ops.logprob_entropy import fused_logprob, fused_logprob_entropy, logprob_entropy_torch
 from repro_fast.ops.naive import (
-    logprob_entropy_naive, logprob_naive, prefix_attention_naive, segment_select_naive,
+    logprob_entropy_naive,
+    logprob_naive,
+    prefix_attention_naive,
+    segment_select_naive,
 )
 from repro_fast.ops.prefix_limited_attention import (
-    prefix_attention, prefix_attention_mask, prefix_attention_torch,
+    prefix_attention,
+    prefix_attention_mask,
+    prefix_attention_torch,
 )
 from repro_fast.ops.segment_select import segment_select, segment_select_torch
 

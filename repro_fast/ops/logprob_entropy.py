@@ -144,11 +144,12 @@ def _torch_dlogits(hidden, weight_c, bias_c, targets, temperature, lse, entropy,
 
 
 class _LogprobEntropy(torch.autograd.Function):
-    """Triton kernels when ``chunk_rows`` is None, else the torch path in chunks of that many rows."""
+    """``kernels="triton"``: the Triton kernels (``chunk_rows`` unused); ``"torch"``: the torch path
+    in chunks of ``chunk_rows`` rows."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, bias, temperature, with_entropy, chunk_rows):
-        if chunk_rows is None:
+    def forward(ctx, hidden, weight, targets, bias, temperature, with_entropy, kernels, chunk_rows):
+        if kernels == "triton":
             targets = targets.contiguous()
             bias = bias.contiguous() if bias is not None else None
             logprobs, entropy, lse = _triton_module(hidden.device).logprob_entropy_fwd(
@@ -160,6 +161,7 @@ class _LogprobEntropy(torch.autograd.Function):
             )
         ctx.save_for_backward(hidden, weight, bias, targets, lse, entropy)
         ctx.temperature = temperature
+        ctx.kernels = kernels
         ctx.chunk_rows = chunk_rows
         return logprobs, entropy
 
@@ -171,7 +173,7 @@ class _LogprobEntropy(torch.autograd.Function):
         need_h, need_w, _, need_b = ctx.needs_input_grad[:4]
         M, V = hidden.shape[0], weight.shape[0]
         acc_dtype = _compute_dtype(weight.dtype)
-        on_triton = ctx.chunk_rows is None
+        on_triton = ctx.kernels == "triton"
         if on_triton:
             tle = _triton_module(hidden.device)
             gemm_dtype = hidden.dtype
@@ -202,7 +204,7 @@ class _LogprobEntropy(torch.autograd.Function):
                 grad_b += g.sum(0, dtype=acc_dtype)
         grad_w = grad_w.to(weight.dtype) if need_w else None
         grad_b = grad_b.to(bias.dtype) if need_b else None
-        return grad_h, grad_w, None, grad_b, None, None, None
+        return grad_h, grad_w, None, grad_b, None, None, None, None
 
 
 def logprob_entropy_torch(
@@ -218,17 +220,19 @@ def logprob_entropy_torch(
         chunk_rows = _torch_chunk_rows(hidden, weight.shape[0], memory_budget_bytes)
     elif isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise ValueError(f"chunk_rows must be a positive int or None, got {chunk_rows!r}")
-    return _LogprobEntropy.apply(hidden, weight, targets, bias, temperature, True, chunk_rows)
+    return _LogprobEntropy.apply(hidden, weight, targets, bias, temperature, True, "torch", chunk_rows)
 
 
 def _apply(hidden, weight, targets, temperature, bias, backend, with_entropy):
     temperature = _validate(hidden, weight, targets, temperature, bias)
-    chunk_rows = None  # the Triton path
-    if resolve_kernels(backend, hidden.device, "backend") == "torch":
+    kernels = resolve_kernels(backend, hidden.device, "backend")
+    chunk_rows = None  # the Triton kernels size their own chunks
+    if kernels == "torch":
         chunk_rows = _torch_chunk_rows(hidden, weight.shape[0], TORCH_CHUNK_BYTES)
     elif hidden.dtype not in _TRITON_DTYPES:
         raise TypeError(f"the Triton backend takes float16, bfloat16 or float32 hidden, got {hidden.dtype}")
-    return _LogprobEntropy.apply(hidden, weight, targets, bias, temperature, with_entropy, chunk_rows)
+    args = (hidden, weight, targets, bias, temperature, with_entropy, kernels, chunk_rows)
+    return _LogprobEntropy.apply(*args)
 
 
 def fused_logprob_entropy(

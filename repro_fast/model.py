@@ -1,6 +1,8 @@
-"""What both backends and the trainer's loss share: the model as decoder + LM head (the head
-applied only to the rows each quantity needs, never full-vocabulary logits everywhere), and the
-one forward over ``[q, y]`` that gives every response token's log-prob (and entropy)."""
+"""The model as the scorer sees it: a Hugging Face causal LM split into ``decoder(ids) -> hidden``
+and ``LM head(hidden) -> (log-prob, entropy)``, the head applied only to the rows each quantity
+needs (never full-vocabulary logits everywhere); the one forward over ``[q, y]`` that gives every
+response token's log-prob and entropy (phase 1, and the trainer's `sequence_logprobs`); the
+record of a trainer's own forward (`ModelAdapter.capture`); `scoring_mode`."""
 
 from __future__ import annotations
 
@@ -12,16 +14,20 @@ import numpy as np
 import torch
 
 from repro_fast import ops
-from repro_fast.backends.attention import text_config
+from repro_fast.batching import right_padded
 
 
-@dataclass
-class Item:
-    """One validated trajectory as the backends see it."""
+def text_config(model):
+    """The decoder's config (multimodal models keep it under ``get_text_config()``)."""
+    cfg = model.config
+    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
 
-    prompt: np.ndarray  # int64 [|q|], |q| >= 1
-    response: np.ndarray  # int64 [n]
-    answer: np.ndarray  # int64 [|a|], |a| >= 1
+
+def _cache_of(out):
+    """The KV cache of a decoder output, read under the field name this release declares (asking a
+    new release's output for ``past_key_values`` logs a deprecation warning on every command)."""
+    field = "cache" if "cache" in getattr(out, "__dataclass_fields__", {}) else "past_key_values"
+    return getattr(out, field, None)
 
 
 @dataclass
@@ -142,8 +148,7 @@ class ModelAdapter:
 
         def after(module, args, kwargs, out):
             record.calls += 1
-            field = "cache" if "cache" in getattr(out, "__dataclass_fields__", {}) else "past_key_values"
-            record.hidden, record.cache = out.last_hidden_state, getattr(out, field, None)
+            record.hidden, record.cache = out.last_hidden_state, _cache_of(out)
 
         handles = [decoder.register_forward_pre_hook(before, with_kwargs=True),
                    decoder.register_forward_hook(after, with_kwargs=True)]
@@ -162,10 +167,7 @@ class ModelAdapter:
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
             use_cache=use_cache, return_dict=True, **kwargs,
         )
-        # Read the cache under the field name this release declares: asking a new release's
-        # output for `past_key_values` logs a deprecation warning on every command.
-        field = "cache" if "cache" in getattr(out, "__dataclass_fields__", {}) else "past_key_values"
-        return out.last_hidden_state, getattr(out, field, None)
+        return out.last_hidden_state, _cache_of(out)
 
     def verify(self, sample_ids: list[int]) -> None:
         """Check that decoder + head reproduce the model's own logits (again after the head
@@ -214,64 +216,6 @@ class ModelAdapter:
         offset = np.array([len(q) for q in prompts])
         return ResponsePass(lp, ent, hidden if keep else None, cache, width, offset=offset,
                             key_start=np.zeros_like(offset), position_base=offset)
-
-
-def padded(packed: torch.Tensor, lengths: list[int], width: int) -> torch.Tensor:
-    """Values stored back to back (``lengths[b]`` each) -> ``[N, width]``, 0 elsewhere (differentiable)."""
-    rows = np.repeat(np.arange(len(lengths)), lengths)
-    cols = np.concatenate([np.arange(n) for n in lengths]) if lengths else np.zeros(0, dtype=np.int64)
-    index = (torch.from_numpy(rows).to(packed.device), torch.from_numpy(cols).to(packed.device))
-    return packed.new_zeros(len(lengths), width).index_put(index, packed)
-
-
-def micro_batches(lengths: list[int], token_budget: int) -> list[list[int]]:
-    """Sequence indices, longest first, in micro-batches of padded size ``B * max_len`` within
-    ``token_budget`` (a longer sequence gets a batch of its own)."""
-    batches: list[list[int]] = []
-    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= token_budget:
-            batches[-1].append(i)
-        else:
-            batches.append([i])
-    return batches
-
-
-def padding_aware_batches(lengths: list[int], extra: list[int], token_budget: int,
-                          overhead: int) -> list[list[int]]:
-    """Micro-batches for a two-step pass (``lengths`` tokens in phase 1, then ``extra`` in phase 2),
-    each padded to its longest member in both steps: sequences sorted longest first, cut into runs
-    that minimize ``sum_g B_g * (max length_g + max extra_g)`` plus ``overhead`` tokens per forward,
-    with ``B_g * max length_g <= token_budget`` (a dynamic program over the cut points)."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], -extra[i]))
-    n = len(order)
-    best = [0.0] + [float("inf")] * n
-    cut = [0] * (n + 1)
-    for end in range(1, n + 1):
-        widest = 0
-        for start in range(end - 1, max(-1, end - 1 - 512), -1):
-            widest = max(widest, extra[order[start]])
-            longest = lengths[order[start]]  # sorted: the first of the run is the longest
-            size = end - start
-            if size > 1 and size * longest > token_budget:
-                break
-            cost = best[start] + size * (longest + widest) + overhead
-            if cost < best[end]:
-                best[end], cut[end] = cost, start
-    runs, end = [], n
-    while end > 0:
-        runs.append(order[cut[end] : end])
-        end = cut[end]
-    return runs[::-1]
-
-
-def right_padded(seqs: list[np.ndarray], device):
-    """``input_ids``, 2-D ``attention_mask`` and ``position_ids`` of right-padded sequences."""
-    lengths = np.array([len(s) for s in seqs])
-    mask = np.arange(lengths.max())[None] < lengths[:, None]
-    ids = np.zeros(mask.shape, dtype=np.int64)
-    ids[mask] = np.concatenate(seqs)
-    position_ids = torch.arange(mask.shape[1], device=device)[None].expand(*mask.shape)
-    return torch.from_numpy(ids).to(device), torch.from_numpy(mask.astype(np.int64)).to(device), position_ids
 
 
 @contextlib.contextmanager
