@@ -13,15 +13,17 @@ takes over 30 s. Time: median over the repeats after one warm-up call.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
+from functools import partial
 
 import numpy as np
 import torch
 
 from repro_fast import process_advantages
 from repro_fast.rewards import EPS, place
+
+import report
 
 
 def per_scope_loop(rewards, points, width, group_ids, normalize):
@@ -49,15 +51,18 @@ def timed(fn, repeats: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[4096, 16384, 65536],
                         help="numbers of trajectories N (default: %(default)s)")
-    parser.add_argument("--width", type=int, default=512, help="response width in tokens (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls per cell (default: %(default)s)")
+    parser.add_argument("--width", type=int, default=512,
+                        help="response width in tokens (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed calls per cell (default: %(default)s)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
-    print(f"{platform.processor() or platform.machine()}, 1 thread, torch {torch.__version__}, width {args.width}")
+    print(f"{report.cpu_name()}, 1 thread, torch {torch.__version__}, width {args.width}")
     print("| N | normalize | process_advantages (s) | per-scope loop (s) |")
     print("|---|---|---|---|")
     loop_too_slow = False
@@ -66,10 +71,11 @@ def main() -> None:
                                          replace=False).tolist())] for _ in range(n)]
         rewards = [torch.from_numpy(rng.normal(size=len(p) - 1)) for p in points]
         for normalize in ("group", "batch"):
-            fast = timed(lambda: process_advantages(rewards, points, args.width, None, normalize), args.repeats)
+            cell = (rewards, points, args.width, None, normalize)
+            fast = timed(partial(process_advantages, *cell), args.repeats)
             loop = "-"
             if not loop_too_slow or normalize == "batch":
-                seconds = timed(lambda: per_scope_loop(rewards, points, args.width, None, normalize), 1)
+                seconds = timed(partial(per_scope_loop, *cell), 1)
                 loop = f"{seconds:.3f}"
                 loop_too_slow |= normalize == "group" and seconds > 30 / 4  # next size is 4x
             print(f"| {n} | {normalize} | {fast:.3f} | {loop} |", flush=True)

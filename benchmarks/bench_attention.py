@@ -73,8 +73,10 @@ def _flex_provider():
 
 def providers(device):
     out = {
-        "sdpa_dense": lambda q, k, v, l, s: prefix_attention_torch(q, k, v, l, s, q.shape[-1] ** -0.5),
-        "repro_triton": lambda q, k, v, l, s: prefix_attention(q, k, v, l, s, backend="triton"),
+        "sdpa_dense": lambda q, k, v, limit, start: prefix_attention_torch(q, k, v, limit, start,
+                                                                           q.shape[-1] ** -0.5),
+        "repro_triton": lambda q, k, v, limit, start: prefix_attention(q, k, v, limit, start,
+                                                                       backend="triton"),
     }
     if device == "cuda":
         try:
@@ -117,7 +119,8 @@ def main(argv=None):
         f"### Phase-2 prefix-limited attention ({card}, {dtype}, torch {torch.__version__}, "
         f"{datetime.date.today()})",
         "",
-        "| B, Hq/Hkv, L, C, D | provider | median ms (p20-p80) | peak extra MiB | max err vs fp64 | vs sdpa_dense |",
+        "| B, Hq/Hkv, L, C, D | provider | median ms (p20-p80) | peak extra MiB | max err vs fp64 "
+        "| vs sdpa_dense |",
         "|---|---|---|---|---|---|",
     ]
     for size in sizes:

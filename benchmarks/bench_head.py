@@ -12,7 +12,8 @@ Providers (per-token log-prob of the target and softmax entropy at temperature 0
                    slicing of the first H200 runs): A/B rows in the same run
     verl_lce       verl's fused `linear_cross_entropy` (log-prob + entropy, Triton, TMA on Hopper):
                    verl.utils.kernel.linear_cross_entropy.LinearCrossEntropy, loaded without running
-                   verl's package __init__ (which needs ray, omegaconf, ...; see `_load_verl`)
+                   verl's package __init__ (which needs ray, omegaconf, ...; see
+                   `baselines.load_verl_linear_cross_entropy`)
     liger_flce     Liger's fused linear cross-entropy (liger_kernel.ops.fused_linear_cross_entropy.
                    LigerFusedLinearCrossEntropyFunction): per-token loss = -log-prob (reduction
                    "none") in fwd, reduction "sum" (its training path, grads computed in the
@@ -35,15 +36,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib
-import importlib.util
 import json
 import os
-import platform
 import statistics
 import sys
 import time
-import types
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -53,6 +51,9 @@ try:
 except ImportError:  # run from a checkout without install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from repro_fast.ops import fused_logprob_entropy, logprob_entropy_torch
+
+import baselines
+import report
 
 TEMPERATURE = 0.7
 GPU_SIZES = [  # (M, H, V): Qwen-like 4096 x 151936 (the acceptance shape), SmolLM2-135M 576 x 49152
@@ -100,44 +101,8 @@ def _both(fn):
     return run
 
 
-def _load_verl():
-    """verl.utils.kernel.linear_cross_entropy without verl's package __init__.
-
-    `import verl` runs verl/__init__.py and verl/utils/__init__.py (DataProto, tensordict, ray,
-    omegaconf, ...), none of which the kernel needs: kernels.py imports torch, triton and four
-    helpers of verl.utils.device. So register `verl`, `verl.utils`, `verl.utils.kernel` as bare
-    packages pointing at the installed folders and `verl.utils.device` as a small CUDA stub,
-    then import the two kernel modules from the installed files."""
-    name = "verl.utils.kernel.linear_cross_entropy"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.find_spec("verl")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("verl is not installed")
-    root = Path(list(spec.submodule_search_locations)[0])
-    if not (root / "utils" / "kernel" / "linear_cross_entropy.py").exists():
-        raise ImportError(f"verl at {root} has no utils/kernel/linear_cross_entropy.py")
-    for pkg, path in (("verl", root), ("verl.utils", root / "utils"),
-                      ("verl.utils.kernel", root / "utils" / "kernel")):
-        if pkg not in sys.modules:
-            mod = types.ModuleType(pkg)
-            mod.__path__ = [str(path)]
-            mod.__file__ = str(path / "__init__.py")
-            sys.modules[pkg] = mod
-    if "verl.utils.device" not in sys.modules:
-        dev = types.ModuleType("verl.utils.device")
-        dev.is_cuda_available = torch.cuda.is_available()
-        dev.is_npu_available = False
-        dev.get_device_name = lambda: "cuda" if torch.cuda.is_available() else "cpu"
-        dev.get_torch_device = lambda: torch.cuda
-        dev.get_device_capability = lambda device_id=0: (
-            torch.cuda.get_device_capability(device_id) if torch.cuda.is_available() else (None, None))
-        sys.modules["verl.utils.device"] = dev
-    return importlib.import_module(name)
-
-
 def _verl():
-    lce = _load_verl().linear_cross_entropy
+    lce = baselines.load_verl_linear_cross_entropy().linear_cross_entropy
 
     def run(hidden, weight, targets, mode):
         lp, ent = lce(hidden, weight, targets, float(TEMPERATURE), "none")
@@ -147,16 +112,16 @@ def _verl():
 
 
 def _liger():
-    from liger_kernel.ops.fused_linear_cross_entropy import LigerFusedLinearCrossEntropyFunction as F
+    flce = baselines.liger_fused_linear_cross_entropy()
 
     def run(hidden, weight, targets, mode):
         x = hidden / TEMPERATURE  # Liger has no temperature: scale the input (same logits / tau)
         if mode == "fwd":
             # apply(_input, weight, target, bias, ce_weight, ignore_index, lse_square_scale,
             #       label_smoothing, reduction) -> (loss, z_loss, token_accuracy, predicted_tokens)
-            loss = F.apply(x, weight, targets, None, None, -100, 0.0, 0.0, "none")[0]
+            loss = flce.apply(x, weight, targets, None, None, -100, 0.0, 0.0, "none")[0]
             return dict(out=(loss,), logprob=-loss)
-        loss = F.apply(x, weight, targets, None, None, -100, 0.0, 0.0, "sum")[0]
+        loss = flce.apply(x, weight, targets, None, None, -100, 0.0, 0.0, "sum")[0]
         return dict(out=(loss,))
 
     return run
@@ -236,7 +201,7 @@ def matmul_tflops(device) -> float | None:
     n = 8192
     a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
     b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    ms = _time_ms(lambda: a @ b, device)[1]
+    ms = _time_ms(partial(torch.matmul, a, b), device)[1]
     del a, b
     return 2 * n**3 / (ms * 1e-3) / 1e12
 
@@ -245,9 +210,10 @@ def matmul_same_shape_ms(M, H, V, dtype, device) -> float:
     """Median ms of the plain [M, H] @ [H, V] matmul (same flops as the head's forward)."""
     hidden, weight, _ = make_inputs(M, H, V, dtype, device)
     out = torch.empty(M, V, device=device, dtype=dtype)
+    run = partial(torch.matmul, hidden, weight.T, out=out)
     with torch.no_grad():
-        ms = _time_ms(lambda: torch.matmul(hidden, weight.T, out=out), device)[1]
-    del hidden, weight, out
+        ms = _time_ms(run, device)[1]
+    del hidden, weight, out, run
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return ms
@@ -361,9 +327,9 @@ def main(argv=None):
     import triton
 
     peak = matmul_tflops(device)
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else report.cpu_name()
     versions = [f"torch {torch.__version__}", f"triton {triton.__version__}"]
-    for pkg, dist in (("verl_lce", "verl"), ("liger_flce", "liger-kernel")):
+    for dist in ("verl", "liger-kernel"):  # the packages of the peer rows
         try:
             from importlib.metadata import version
 
@@ -380,7 +346,8 @@ def main(argv=None):
         f"err = max |log-prob| / |entropy| error vs fp32 on the first {REF_ROWS} rows (fwd).",
         "liger_flce: no entropy output; fwd = per-token loss (reduction none), fwd+bwd = reduction sum.",
         "",
-        "| M | H | V | provider | mode | p50 ms (p20-p80) | peak extra MiB | err lp / ent | TFLOP/s | vs matmul | vs 8192^3 |",
+        "| M | H | V | provider | mode | p50 ms (p20-p80) | peak extra MiB | err lp / ent | TFLOP/s "
+        "| vs matmul | vs 8192^3 |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     records = []
@@ -399,8 +366,8 @@ def main(argv=None):
             torch.cuda.empty_cache()
             if mm_ms:
                 tf = 2 * M * H * V / (mm_ms * 1e-3) / 1e12
-                lines.append(f"| {M} | {H} | {V} | matmul (cuBLAS, bf16 out) | fwd | {mm_ms:.3f} | | | {tf:.1f} | 100% "
-                             f"| {f'{tf / peak:.1%}' if peak else 'n/a'} |")
+                lines.append(f"| {M} | {H} | {V} | matmul (cuBLAS, bf16 out) | fwd | {mm_ms:.3f} | | "
+                             f"| {tf:.1f} | 100% | {f'{tf / peak:.1%}' if peak else 'n/a'} |")
                 print(lines[-1], flush=True)
                 records.append(dict(M=M, H=H, V=V, provider="matmul", mode="fwd", p50=mm_ms, tflops=tf))
         hidden, weight, targets = make_inputs(M, H, V, dtype, device)
@@ -420,7 +387,8 @@ def main(argv=None):
             if device.type != "cuda" and name in PEERS:
                 row(M, H, V, name, "-", "importable; needs CUDA")
                 continue
-            if name.startswith("repro_triton") and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+            if name.startswith("repro_triton") and device.type != "cuda" and not interpreted:
                 row(M, H, V, name, "-", "needs CUDA (or TRITON_INTERPRET=1)")
                 continue
             for mode in modes:

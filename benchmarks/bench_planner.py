@@ -38,6 +38,8 @@ except ImportError:  # run from a checkout without install
 from repro_fast import dispatch
 from repro_fast.segments import Planner
 
+import report
+
 TARGET_MS = 50.0
 TARGET_SPEEDUP = 10.0
 
@@ -182,23 +184,12 @@ def main(argv=None) -> int:
         f"warm-up; {pinned}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
         f"when done (other processes inflate wall times).",
     ]
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    heading = (f"## Planner: {cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+    heading = (f"## Planner: {report.cpu_name()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
                f"{datetime.date.today().isoformat()}")
-    print(heading + "\n\n" + table + "\n\n" + "\n".join(f"- {n}" for n in notes))
+    section = heading + "\n\n" + table + "\n\n" + "\n".join(f"- {n}" for n in notes)
+    print(section)
     if args.out:
-        path = Path(args.out)
-        text = path.read_text() if path.exists() else ""
-        if not text:
-            text = "# Benchmark results\n"
-        text = text.rstrip("\n") + "\n\n" + heading + "\n\n" + table + "\n\n"
-        text += "\n".join(f"- {n}" for n in notes) + "\n"
-        path.write_text(text)
+        report.append_section(args.out, section)
     return 0 if same else 1
 
 

@@ -3,8 +3,9 @@
     python benchmarks/bench_table.py --preset cpu [--out FILE] [--repeats N]
     python benchmarks/bench_table.py --preset gpu [--out FILE] [--repeats N]
 
-Every provider runs on the same inputs (`presets.py`). Time: median wall time over the
-repeats, after warm-up calls (CUDA: `torch.cuda.synchronize()` around each call). Peak memory:
+Every provider runs on the same inputs (`presets.py`; the baselines are in `baselines.py`).
+Time: median wall time over the repeats, after warm-up calls (CUDA: `torch.cuda.synchronize()`
+around each call). Peak memory:
 
 * CPU: every provider runs in a fresh subprocess, so one provider's peak cannot hide
   another's. Peak = the process's peak RSS during the calls (VmHWM, reset just before the
@@ -24,11 +25,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as _dt
 import gc
 import json
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -46,7 +45,10 @@ for _p in (HERE, ROOT):
 
 import torch  # noqa: E402
 
+import baselines  # noqa: E402
 import presets  # noqa: E402
+import report  # noqa: E402
+from report import fmt_mem, fmt_time, ratio  # noqa: E402
 
 # provider id -> (label, slow?)
 # (Run in this order: the quick rows first, so a time limit costs the slow ones.)
@@ -189,15 +191,15 @@ def measure(preset: presets.Preset, provider: str, repeats: int, warmup: int,
         "median_s": statistics.median(times),
         "peak_bytes": peak,
         "peak_method": peak_method,
-        "head": presets.get_head()[1],
+        "head": baselines.HEAD_NAME,
     }
     if provider == "paper":
         rec["paper_points"] = "fast score()'s points" if points else "evenly spaced points"
     if provider in ("fast", "naive", "fast_k5", "fast_torch"):
-        pts = presets.result_points(out)
+        pts = baselines.result_points(out)
         rec["points"] = pts
         rec["nll"] = [[float(v) for v in t.tolist()] for t in out.nll]
-        rec["token_bound"] = presets.token_count_bound(
+        rec["token_bound"] = baselines.token_count_bound(
             preset.prompts, preset.responses, preset.answer_ids(), pts)
         rec["mean_point_position"] = preset.mean_point_position(out)
     rec["summary"] = preset.summary()
@@ -283,59 +285,6 @@ def run_isolated(args, provider: str, repeats: int, warmup: int, points=None,
 # Table
 # --------------------------------------------------------------------------------------------
 
-def machine_description(preset_name: str) -> tuple[str, str]:
-    """(human description, key identifying the machine for in-place updates)."""
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            m = re.search(r"^model name\s*:\s*(.+)$", fh.read(), re.M)
-            if m:
-                cpu = m.group(1).strip()
-    except OSError:
-        pass
-    cores = os.cpu_count()
-    import transformers
-
-    parts = []
-    if preset_name.startswith("gpu") and torch.cuda.is_available():
-        parts.append(torch.cuda.get_device_name())
-    parts.append(f"{cpu}, {cores} cores")
-    parts.append(f"torch {torch.__version__}, transformers {transformers.__version__}")
-    date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    desc = "; ".join(parts) + f"; {date}"
-    key = f"{preset_name}|" + "|".join(parts[:-1])
-    return desc, key
-
-
-def _loadavg() -> str:
-    try:
-        with open("/proc/loadavg") as fh:
-            return fh.read().split()[0]
-    except OSError:
-        return "?"
-
-
-def _as_float(text: str) -> float:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return 0.0
-
-
-def _fmt_time(s: float) -> str:
-    return f"{s * 1e3:.1f} ms" if s < 1 else f"{s:.2f} s"
-
-
-def _fmt_mem(b: float) -> str:
-    return f"{b / 2**20:.1f} MiB" if b < 2**30 else f"{b / 2**30:.2f} GiB"
-
-
-def _ratio(a, b) -> str:
-    if a is None or b is None or b == 0:
-        return "–"
-    return f"{a / b:.2f}×"
-
-
 def build_table(preset: str, summary: str, recs: dict) -> tuple[str, list[str], dict]:
     ok = {p: r for p, r in recs.items() if r.get("ok")}
     t = {p: r["median_s"] for p, r in ok.items()}
@@ -359,9 +308,9 @@ def build_table(preset: str, summary: str, recs: dict) -> tuple[str, list[str], 
             lines.append(f"| {conf} | {label} | n/a | n/a | | | {r.get('error', '?')[:160]} |")
             continue
         lines.append(
-            f"| {conf} | {label} | {_fmt_time(t[p])} | {_fmt_mem(m[p])} "
-            f"| {_ratio(t[p], t.get('fast'))} | {_ratio(t[p], t.get(base))} "
-            f"| {_ratio(m[p], m.get(base))} |"
+            f"| {conf} | {label} | {fmt_time(t[p])} | {fmt_mem(m[p])} "
+            f"| {ratio(t[p], t.get('fast'))} | {ratio(t[p], t.get(base))} "
+            f"| {ratio(m[p], m.get(base))} |"
         )
     bound = None
     for src in ("fast", "naive"):
@@ -371,9 +320,9 @@ def build_table(preset: str, summary: str, recs: dict) -> tuple[str, list[str], 
     if bound is None and preset in presets.PRESET_SETTINGS:  # no scorer result: evenly spaced points
         inp = presets.make_inputs(preset)
         k_est = inp["num_segments"]
-        pts = [presets.default_points(len(y), k_est) for y in inp["responses"]]
-        bound = dict(presets.token_count_bound(inp["prompts"], inp["responses"],
-                                               inp["answer_ids"], pts),
+        pts = [baselines.default_points(len(y), k_est) for y in inp["responses"]]
+        bound = dict(baselines.token_count_bound(inp["prompts"], inp["responses"],
+                                                 inp["answer_ids"], pts),
                      source="estimate: evenly spaced points, no scorer result")
     if "fast" in ok and ok["fast"].get("mean_point_position") is not None:
         notes_pos = f"Mean P_j / n of the selected starts (fast): {ok['fast']['mean_point_position']:.3f}."
@@ -405,9 +354,9 @@ def build_table(preset: str, summary: str, recs: dict) -> tuple[str, list[str], 
     notes.append("Timed calls per provider: " + ", ".join(f"{p} {n}" for p, n in reps.items()) + ".")
     if "fast" in ok and "fast_k5" in ok:
         notes.append(
-            f"Memory check: fast peak at k={MEMCHECK_K}: {_fmt_mem(m['fast_k5'])}, at "
-            f"k={ok['fast']['num_segments']}: {_fmt_mem(m['fast'])} "
-            f"(ratio {_ratio(m['fast'], m['fast_k5'])})."
+            f"Memory check: fast peak at k={MEMCHECK_K}: {fmt_mem(m['fast_k5'])}, at "
+            f"k={ok['fast']['num_segments']}: {fmt_mem(m['fast'])} "
+            f"(ratio {ratio(m['fast'], m['fast_k5'])})."
         )
     if "fast" in ok and "naive" in ok:
         same = ok["fast"]["points"] == ok["naive"]["points"]
@@ -440,24 +389,9 @@ def build_table(preset: str, summary: str, recs: dict) -> tuple[str, list[str], 
 
 
 def write_results(path: str, preset: str, desc: str, key: str, table: str, notes: list[str]) -> None:
-    begin = f"<!-- bench_table: {key} -->"
-    end = "<!-- /bench_table -->"
-    section = "\n".join([begin, f"## `{preset}` preset: {desc}", "", table, "",
-                         *[f"- {n}" for n in notes], end])
-    text = ""
-    if os.path.exists(path):
-        with open(path) as fh:
-            text = fh.read()
-    if not text:
-        text = ("# Benchmark results\n\nWritten by `python benchmarks/bench_table.py`; "
-                "see `benchmarks/README.md` for what each row means.\n\n")
-    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _m: section, text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    with open(path, "w") as fh:
-        fh.write(text if text.endswith("\n") else text + "\n")
+    """The preset's section of `RESULTS.md` (replaced in place when the machine's key matches)."""
+    section = "\n".join([f"## `{preset}` preset: {desc}", "", table, "", *[f"- {n}" for n in notes]])
+    report.replace_section(path, key, section)
 
 
 def main(argv=None) -> int:
@@ -503,11 +437,7 @@ def main(argv=None) -> int:
         wanted = [p for p in wanted if p not in CUDA_ONLY]
     in_process = args.in_process or on_gpu
 
-    ok, why = presets.scorer_available()
-    if not ok:
-        print(f"note: {why}; fast/naive rows will say n/a", file=sys.stderr)
-
-    load_start = _loadavg()
+    load_start = report.loadavg()
     recs: dict[str, dict] = {}
     shared = {}
     points = None
@@ -540,7 +470,7 @@ def main(argv=None) -> int:
         recs[p] = rec
         if p == "fast" and rec.get("ok"):
             points = rec["points"]
-        status = (f"median {_fmt_time(rec['median_s'])}, peak {_fmt_mem(rec['peak_bytes'])}"
+        status = (f"median {fmt_time(rec['median_s'])}, peak {fmt_mem(rec['peak_bytes'])}"
                   if rec.get("ok") else f"FAILED: {rec.get('error')}")
         print(f"[{p}] {status} ({time.perf_counter() - t0:.0f} s incl. setup)", file=sys.stderr)
         if not rec.get("ok") and rec.get("traceback"):
@@ -550,20 +480,20 @@ def main(argv=None) -> int:
     if summary is None and args.preset in presets.PRESET_SETTINGS:
         summary = presets.make_inputs(args.preset)["summary"]
     table, notes, _ratios = build_table(args.preset, summary or args.preset, recs)
-    spread = [f"{p} " + ", ".join(_fmt_mem(b) for b in r["peak_runs"])
+    spread = [f"{p} " + ", ".join(fmt_mem(b) for b in r["peak_runs"])
               for p, r in recs.items() if len(r.get("peak_runs", ())) > 1]
     if spread:
         notes.append("Peak memory of the quick rows is the median over fresh processes with glibc "
                      "malloc returning large blocks at once (times come from a separate process "
                      "with the default allocator); each process's peak: "
                      + "; ".join(spread) + ".")
-    load_end = _loadavg()
-    busy = any(_as_float(x) > (os.cpu_count() or 1) for x in (load_start, load_end))
+    load_end = report.loadavg()
+    busy = report.busy(load_start, load_end)
     notes.append(f"1-min load average at start / end of the run: {load_start} / {load_end} "
                  f"on {os.cpu_count()} cores"
                  + (" (above the core count: other processes shared the CPUs and wall times are "
                     "inflated; the ratios of one run are more robust)." if busy else "."))
-    desc, key = machine_description(args.preset)
+    desc, key = report.machine_description(args.preset)
     print(f"## `{args.preset}` preset: {desc}\n")
     print(table)
     print()

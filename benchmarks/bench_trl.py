@@ -33,10 +33,14 @@ import time
 
 SETTINGS = [("fp32", 1), ("fp32", 2), ("bf16", 1), ("bf16", 2)]
 TRAINERS = ("GRPOTrainer", "RePROGRPOTrainer")
-PROMPT = "Solve the problem. Think step by step, then give the final answer as \\boxed{{number}}.\n\n{question}"
+PROMPT = (
+    "Solve the problem. Think step by step, then give the final answer as \\boxed{{number}}.\n\n{question}"
+)
 
 
-def run_one(trainer_name: str, precision: str, num_iterations: int, cycles: int, length: int, seed: int) -> dict:
+def run_one(
+    trainer_name: str, precision: str, num_iterations: int, cycles: int, length: int, seed: int
+) -> dict:
     """One training run in this process; returns its step times, RePro metrics and peak RSS."""
     import torch
     from datasets import Dataset
@@ -50,8 +54,12 @@ def run_one(trainer_name: str, precision: str, num_iterations: int, cycles: int,
 
     torch.manual_seed(seed)
     problems = gsm8k_problems(cycles)
-    data = Dataset.from_list([{"prompt": [{"role": "user", "content": PROMPT.format(question=p.question)}],
-                               "answer": p.answer} for p in problems])
+    data = Dataset.from_list(
+        [
+            {"prompt": [{"role": "user", "content": PROMPT.format(question=p.question)}], "answer": p.answer}
+            for p in problems
+        ]
+    )
 
     def correctness(completions, answer, **kwargs):
         return boxed_verifier([c[-1]["content"] for c in completions], answer)
@@ -64,11 +72,23 @@ def run_one(trainer_name: str, precision: str, num_iterations: int, cycles: int,
             self.ends.append(time.perf_counter())
 
     model, tokenizer = load_smollm2(trainable=True)
-    args = GRPOConfig(output_dir=os.path.join("/tmp", f"bench_trl_{os.getpid()}"), max_steps=cycles * num_iterations,
-                      num_iterations=num_iterations, per_device_train_batch_size=4, num_generations=4,
-                      max_completion_length=length, learning_rate=1e-6, bf16=precision == "bf16", use_cpu=True,
-                      seed=seed, report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True,
-                      shuffle_dataset=False)
+    args = GRPOConfig(
+        output_dir=os.path.join("/tmp", f"bench_trl_{os.getpid()}"),
+        max_steps=cycles * num_iterations,
+        num_iterations=num_iterations,
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=length,
+        learning_rate=1e-6,
+        bf16=precision == "bf16",
+        use_cpu=True,
+        seed=seed,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+        disable_tqdm=True,
+        shuffle_dataset=False,
+    )
     kwargs = dict(args=args, train_dataset=data, processing_class=tokenizer)
     clock = StepClock()
     if trainer_name == "RePROGRPOTrainer":
@@ -79,28 +99,40 @@ def run_one(trainer_name: str, precision: str, num_iterations: int, cycles: int,
     trainer.add_callback(clock)
     trainer.train()
     steps = [b - a for a, b in zip(clock.ends, clock.ends[1:])]
-    cycle_times = [sum(steps[i: i + num_iterations]) / num_iterations for i in range(0, len(steps), num_iterations)]
+    cycle_times = [
+        sum(steps[i : i + num_iterations]) / num_iterations for i in range(0, len(steps), num_iterations)
+    ]
     logs = trainer.state.log_history
     metric = lambda key: [h[key] for h in logs if key in h]  # noqa: E731
     return {
-        "step_s": statistics.median(cycle_times[1:]), "cycles_s": cycle_times,
+        "step_s": statistics.median(cycle_times[1:]),
+        "cycles_s": cycle_times,
         "repro_s": statistics.median(metric("repro/scoring_seconds")[1:] or [0.0]),
-        "reused": metric("repro/old_logps_reused"), "reward": metric("reward"),
+        "reused": metric("repro/old_logps_reused"),
+        "reward": metric("reward"),
         "completion_length": metric("completions/mean_length"),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cycles", type=int, default=4,
-                        help="generation cycles per run, the first one a warm-up (default: %(default)s)")
-    parser.add_argument("--completion-length", type=int, default=128,
-                        help="max_completion_length (default: %(default)s)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--cycles",
+        type=int,
+        default=4,
+        help="generation cycles per run, the first one a warm-up (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--completion-length", type=int, default=128, help="max_completion_length (default: %(default)s)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of every run (default: %(default)s)")
     parser.add_argument("--out", help="markdown file to append the table to (default: print only)")
-    parser.add_argument("--worker", nargs=3, metavar=("TRAINER", "PRECISION", "NUM_ITERATIONS"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker", nargs=3, metavar=("TRAINER", "PRECISION", "NUM_ITERATIONS"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.cycles < 2:
         parser.error(f"--cycles: expected >= 2 (one warm-up, then timed), got {args.cycles}")
@@ -120,36 +152,61 @@ def main() -> None:
     for precision, iterations in SETTINGS:
         runs = {}
         for name in TRAINERS:
-            cmd = [sys.executable, __file__, "--worker", name, precision, str(iterations), "--cycles",
-                   str(args.cycles), "--completion-length", str(args.completion_length), "--seed", str(args.seed)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, TRL_EXPERIMENTAL_SILENCE="1"))
+            cmd = [
+                sys.executable,
+                __file__,
+                "--worker",
+                name,
+                precision,
+                str(iterations),
+                "--cycles",
+                str(args.cycles),
+                "--completion-length",
+                str(args.completion_length),
+                "--seed",
+                str(args.seed),
+            ]
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, env=dict(os.environ, TRL_EXPERIMENTAL_SILENCE="1")
+            )
             lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
             if proc.returncode or not lines:
                 sys.exit(f"{name} {precision} num_iterations={iterations} failed:\n{proc.stderr[-3000:]}")
-            runs[name] = json.loads(lines[-1][len("RESULT "):])
-            print(f"{precision} num_iterations={iterations} {name}: {runs[name]}", file=sys.stderr, flush=True)
+            runs[name] = json.loads(lines[-1][len("RESULT ") :])
+            print(
+                f"{precision} num_iterations={iterations} {name}: {runs[name]}", file=sys.stderr, flush=True
+            )
         plain, repro = runs["GRPOTrainer"], runs["RePROGRPOTrainer"]
         reused = repro["reused"][-1] if repro["reused"] else "-"
         added = repro["repro_s"] / iterations  # logged once per generation cycle
-        rows.append(f"| {precision} | {iterations} | {plain['step_s']:.2f} | {repro['step_s']:.2f} | "
-                    f"{repro['step_s'] / plain['step_s']:.3f}x | {added:.2f} "
-                    f"({100 * added / repro['step_s']:.1f}%) | {reused} | "
-                    f"{plain['peak_rss_mib']:.0f} / {repro['peak_rss_mib']:.0f} | "
-                    f"{statistics.mean(plain['completion_length']):.0f} / "
-                    f"{statistics.mean(repro['completion_length']):.0f} |")
+        rows.append(
+            f"| {precision} | {iterations} | {plain['step_s']:.2f} | {repro['step_s']:.2f} | "
+            f"{repro['step_s'] / plain['step_s']:.3f}x | {added:.2f} "
+            f"({100 * added / repro['step_s']:.1f}%) | {reused} | "
+            f"{plain['peak_rss_mib']:.0f} / {repro['peak_rss_mib']:.0f} | "
+            f"{statistics.mean(plain['completion_length']):.0f} / "
+            f"{statistics.mean(repro['completion_length']):.0f} |"
+        )
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    table = "\n".join([
-        f"## TRL step (`bench_trl.py`): {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-        f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}; {stamp}",
-        "",
-        f"SmolLM2-135M-Instruct, 1 GSM8K prompt x 4 completions of up to {args.completion_length} tokens per step, "
-        f"median of {args.cycles - 1} cycles after a warm-up, per optimizer step.",
-        "",
-        "| precision | num_iterations | GRPOTrainer step (s) | RePROGRPOTrainer step (s) | ratio | RePro per step "
-        "(s, share) | old log-probs reused | peak RSS MiB (GRPO / RePro) | mean completion tokens (GRPO / RePro) |",
-        "|---|---|---|---|---|---|---|---|---|",
-        *rows,
-    ])
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    versions = f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}"
+    header = (
+        "| precision | num_iterations | GRPOTrainer step (s) | RePROGRPOTrainer step (s) | ratio "
+        "| RePro per step (s, share) | old log-probs reused | peak RSS MiB (GRPO / RePro) "
+        "| mean completion tokens (GRPO / RePro) |"
+    )
+    table = "\n".join(
+        [
+            f"## TRL step (`bench_trl.py`): {machine}; {versions}; {stamp}",
+            "",
+            f"SmolLM2-135M-Instruct, 1 GSM8K prompt x 4 completions of up to {args.completion_length} "
+            f"tokens per step, median of {args.cycles - 1} cycles after a warm-up, per optimizer step.",
+            "",
+            header,
+            "|---|---|---|---|---|---|---|---|---|",
+            *rows,
+        ]
+    )
     print(table)
     if args.out:
         with open(args.out, "a", encoding="utf-8") as fp:

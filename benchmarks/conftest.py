@@ -39,10 +39,3 @@ def preset(request):
         if not torch.cuda.is_available():
             pytest.skip("gpu preset: no CUDA device")
     return _preset(request.param)
-
-
-@pytest.fixture(scope="session")
-def require_scorer():
-    ok, why = presets.scorer_available()
-    if not ok:
-        pytest.skip(why)

@@ -4,13 +4,14 @@ forward with the fused head, paper-code cost.
     pytest benchmarks/ [--benchmark-json=out.json]
 
 One benchmark group per preset (`score-cpu`, `score-real`, `score-long`, `score-gpu`,
-`score-gpu_real`, `score-gpu_long`; the GPU presets are skipped without CUDA). Rounds are few on purpose: on 2 CPU cores the whole file takes a few minutes. For the
-side-by-side table with memory, use `python benchmarks/bench_table.py`.
+`score-gpu_real`, `score-gpu_long`; the GPU presets are skipped without CUDA). Rounds are few on
+purpose: on 2 CPU cores the whole file takes a few minutes. For the side-by-side table with
+memory, use `python benchmarks/bench_table.py`.
 """
 
 from __future__ import annotations
 
-import presets
+import baselines
 
 # (rounds, warmup_rounds) per provider and preset: the slow baselines get fewer rounds.
 ROUNDS = {name: {"fast": (3, 1), "hf": (3, 1), "plain": (3, 1), "naive": (1, 0), "paper": (1, 0)}
@@ -40,23 +41,23 @@ def _sync(preset, fn):
 
 
 def _record_points(benchmark, preset, result):
-    pts = presets.result_points(result)
+    pts = baselines.result_points(result)
     _POINTS[preset.name] = pts
-    bound = presets.token_count_bound(preset.prompts, preset.responses, preset.answer_ids(), pts)
+    bound = baselines.token_count_bound(preset.prompts, preset.responses, preset.answer_ids(), pts)
     benchmark.extra_info.update(
         naive_tokens=bound["naive_tokens"], fast_tokens=bound["fast_tokens"],
         token_bound_naive_over_fast=round(bound["ratio"], 3),
     )
 
 
-def test_fast_score(benchmark, preset, require_scorer):
+def test_fast_score(benchmark, preset):
     scorer = preset.make_scorer("fast")
     result = _run(benchmark, preset, "fast", _sync(preset, lambda: preset.score(scorer)))
     assert len(result.points) == len(preset.prompts)
     _record_points(benchmark, preset, result)
 
 
-def test_naive_score(benchmark, preset, require_scorer):
+def test_naive_score(benchmark, preset):
     scorer = preset.make_scorer("naive")
     result = _run(benchmark, preset, "naive", _sync(preset, lambda: preset.score(scorer)))
     assert len(result.points) == len(preset.prompts)
@@ -69,7 +70,7 @@ def test_plain_hf_forward(benchmark, preset):
 
 
 def test_plain_logprob_forward(benchmark, preset):
-    benchmark.extra_info["head"] = presets.get_head()[1]
+    benchmark.extra_info["head"] = baselines.HEAD_NAME
     out = _run(benchmark, preset, "plain", _sync(preset, preset.plain_forward))
     assert [len(t) for t in out] == [len(y) for y in preset.responses]
 
@@ -79,5 +80,5 @@ def test_paper_code_cost(benchmark, preset):
     benchmark.extra_info["points"] = "fast score()" if points else "evenly spaced"
     out = _run(benchmark, preset, "paper", _sync(preset, lambda: preset.paper_cost(points)))
     expected = sum(len(p) for p in points) if points else \
-        sum(len(presets.default_points(len(y), preset.num_segments)) for y in preset.responses)
+        sum(len(baselines.default_points(len(y), preset.num_segments)) for y in preset.responses)
     assert out.numel() == expected

@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="run the scoring demo instead: RePro's segments and rewards of real GSM8K "
                            "chains of thought scored by SmolLM2-135M-Instruct, and the fast and naive "
                            "scorers' times")
-    training = f"training demo only (not with --scoring): {{}} (default: {{}})"
+    training = "training demo only (not with --scoring): {} (default: {})"
     demo.add_argument("--out", help=training.format(
         "output folder; an earlier demo's outputs in it are replaced, a folder holding other files "
         "is refused",
@@ -147,8 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     for f in dataclasses.fields(SFTConfig):
         _add_field_flag(sft, SFTConfig, f.name)
 
-    study = sub.add_parser("study", help="N seeds of GRPO and GRPO + RePro: mean and 95%% interval of held-out "
-                                         "accuracy, response length, re-checks; a plot")
+    study = sub.add_parser("study", help="N seeds of GRPO and GRPO + RePro: mean and 95%% interval of "
+                                         "held-out accuracy, response length, re-checks; a plot")
 
     def study_flag(flag, kind, text):
         dest = flag.removeprefix("--").replace("-", "_")
@@ -168,8 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="turn off the progress bars (default: shown on a terminal)")
     _add_set_flags(study, "any other GRPO setting, for both arms", skip=FIXED)
 
-    insp = sub.add_parser("inspect", help="HTML page: each CoT coloured by RePro's segment rewards, the J curve, "
-                                          "S_magn, S_stab, S, r")
+    insp = sub.add_parser("inspect", help="HTML page: each CoT coloured by RePro's segment rewards, the J "
+                                          "curve, S_magn, S_stab, S, r")
     insp.add_argument("--input", required=True,
                       help="JSON lines, each with text 'prompt', 'response', 'answer' (required)")
     insp.add_argument("--out", required=True, help="the HTML file to write; an existing file is refused "

@@ -15,7 +15,7 @@ from repro_fast.offline import gsm8k_problems, load_smollm2
 from repro_fast.scorer import RePROScorer
 from repro_fast.segments import decode
 
-# the instruction the `real` benchmark preset appends to each question (benchmarks/presets.py)
+# the instruction the `real` benchmark preset appends to each question (benchmarks/inputs.py imports it)
 INSTRUCTION = " Please reason step by step, and put your final answer within \\boxed{}."
 
 

@@ -21,7 +21,8 @@ from repro_fast.scorer import RePROScorer
 
 FIELDS = ("prompt", "response", "answer")
 
-STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1100px;padding:0 12px;color:#222;
+STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1100px;padding:0 12px;\
+color:#222;
 overflow-wrap:anywhere}
 section{border-top:2px solid #ccc;margin-top:28px;padding-top:8px}
 .cot{white-space:pre-wrap;overflow-wrap:anywhere;word-break:break-word;font-family:ui-monospace,monospace;
@@ -92,16 +93,16 @@ def read_rows(path: str) -> list[dict]:
         except RecursionError:
             raise UsageError(f"input: line {i} of {path!r} is nested too deeply to be a row") from None
         if not isinstance(row, dict):
-            raise UsageError(f"input: line {i} of {path!r} is a JSON {type(row).__name__}; expected an object "
-                             f"with text fields {', '.join(map(repr, FIELDS))}")
+            raise UsageError(f"input: line {i} of {path!r} is a JSON {type(row).__name__}; expected an "
+                             f"object with text fields {', '.join(map(repr, FIELDS))}")
         for key in FIELDS:
             if not isinstance(row.get(key), str):
                 raise UsageError(f"input: line {i} of {path!r} needs a text field {key!r}")
             if why := _bad_text(row[key]):
                 raise UsageError(f"input: line {i} of {path!r}: {key!r} {why}")
         if not row["answer"].strip():
-            raise UsageError(f"input: line {i} of {path!r}: 'answer' is empty; RePro scores a chain of thought "
-                             "by the log-prob of its ground-truth answer")
+            raise UsageError(f"input: line {i} of {path!r}: 'answer' is empty; RePro scores a chain of "
+                             "thought by the log-prob of its ground-truth answer")
         rows.append({**{k: row[k] for k in FIELDS}, "line": i})
     if not rows:
         raise UsageError(f"input: {path!r} holds no rows")
@@ -151,10 +152,10 @@ def encode_rows(rows: list[dict], tokenizer, config: RePROConfig, limit: int | N
         # The longest sequence scoring builds is [prompt, response, answer[:-1]] (SPEC §2).
         length = len(prompt) + len(response) + len(answer) - 1
         if limit is not None and length > limit:
-            raise UsageError(f"input: {where}: prompt + response + answer are {length} tokens ({len(response)} in "
-                             f"the response), more than the {limit} positions of model {model_name} "
-                             "(max_position_embeddings); shorten the chain of thought or use a longer-context "
-                             "model")
+            raise UsageError(f"input: {where}: prompt + response + answer are {length} tokens "
+                             f"({len(response)} in the response), more than the {limit} positions of model "
+                             f"{model_name} (max_position_embeddings); shorten the chain of thought or use a "
+                             "longer-context model")
         prompts.append(prompt)
         responses.append(response)
     return prompts, responses
@@ -211,7 +212,8 @@ def _svg(points: list[int], j: list[float], n: int, w: int = 720, h: int = 230) 
         y = y_of(v)
         label = f"{v:.3f}"
         parts.append(f'<line x1="{left - 5}" y1="{y:.1f}" x2="{left}" y2="{y:.1f}" stroke="#888"/>'
-                     f'<text x="{left - 8}" y="{y + 3.5:.1f}" font-size="{FONT}" text-anchor="end">{label}</text>')
+                     f'<text x="{left - 8}" y="{y + 3.5:.1f}" font-size="{FONT}" '
+                     f'text-anchor="end">{label}</text>')
         taken.append(_box(left - 8, y + 3.5, label, "end"))
     ticks = nice_ticks(n)
     if n > ticks[-1] and x_of(n) - x_of(ticks[-1]) > CHAR_W * (len(str(n)) + len(str(ticks[-1]))) / 2 + 6:
@@ -219,7 +221,8 @@ def _svg(points: list[int], j: list[float], n: int, w: int = 720, h: int = 230) 
     for p in ticks:
         x = x_of(p)
         parts.append(f'<line x1="{x:.1f}" y1="{axis_y}" x2="{x:.1f}" y2="{axis_y + 5}" stroke="#888"/>'
-                     f'<text x="{x:.1f}" y="{axis_y + 16}" font-size="{FONT}" text-anchor="middle">{p}</text>')
+                     f'<text x="{x:.1f}" y="{axis_y + 16}" font-size="{FONT}" '
+                     f'text-anchor="middle">{p}</text>')
         taken.append(_box(x, axis_y + 16, str(p)))
     xy = [(x_of(p), y_of(v)) for p, v in zip(points, j)]
     parts.append(f'<polyline points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in xy)}" fill="none" '
@@ -234,11 +237,13 @@ def _svg(points: list[int], j: list[float], n: int, w: int = 720, h: int = 230) 
             box = _box(x, by, str(i))
             if box[1] >= 0 and box[3] <= axis_y - 1 and not any(_overlap(box, t) for t in taken):
                 taken.append(box)
-                labels.append(f'<text x="{x:.1f}" y="{by:.1f}" font-size="{FONT}" text-anchor="middle">{i}</text>')
+                labels.append(f'<text x="{x:.1f}" y="{by:.1f}" font-size="{FONT}" '
+                              f'text-anchor="middle">{i}</text>')
                 break
     parts += labels
-    parts.append(f'<text x="{(left + w - right) / 2:.0f}" y="{h - 8}" font-size="{FONT}" text-anchor="middle">'
-                 f'response token position (P_j numbered); J = mean log-prob of the answer</text>')
+    parts.append(f'<text x="{(left + w - right) / 2:.0f}" y="{h - 8}" font-size="{FONT}" '
+                 f'text-anchor="middle">response token position (P_j numbered); J = mean log-prob of the '
+                 f'answer</text>')
     return (f'<svg width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="J over the points">'
             f'{"".join(parts)}</svg>')
 
@@ -252,14 +257,16 @@ def think_end_note(marker: str | None, text: str, points: list[int], n: int) -> 
     if marker is None:
         return False, "no think-end marker is set: the whole response is scored"
     if marker in text:
-        rest = f"; the {_plural(n - points[-1], 'token')} after it (grey) are not scored" if points[-1] < n else ""
+        rest = (f"; the {_plural(n - points[-1], 'token')} after it (grey) are not scored"
+                if points[-1] < n else "")
         return True, (f'<span class="found">think end {escape(repr(marker))} found</span>: scored up to '
                       f"token {points[-1]} of {n}{rest}")
     return False, (f'<span class="missing">no think end {escape(repr(marker))} in the response</span>: '
                    "scored to its last token")
 
 
-def _trajectory(b: int, row: dict, tokenizer, response: list[int], res, config: RePROConfig) -> tuple[bool, str]:
+def _trajectory(b: int, row: dict, tokenizer, response: list[int], res,
+                config: RePROConfig) -> tuple[bool, str]:
     points, nll = res.points[b], res.nll[b].tolist()
     s_magn, s_stab, score, rewards = (t.tolist() for t in (res.s_magn[b], res.s_stab[b], res.score[b],
                                                             res.rewards[b]))
@@ -277,7 +284,8 @@ def _trajectory(b: int, row: dict, tokenizer, response: list[int], res, config: 
     cot.append(f'<span class="tail">{escape(decoded(points[-1], len(response)))}</span>')
     rows = "".join(f"<tr><td>{j}</td><td>{points[j - 1]}..{points[j]}</td><td>{-nll[j]:.4f}</td>"
                    f"<td>{s_magn[j - 1]:.4f}</td><td>{s_stab[j - 1]:.4f}</td><td>{score[j - 1]:.4f}</td>"
-                   f"<td>{rewards[j - 1]:+.4f}</td><td style='background:{colour(z[j - 1])}'>{z[j - 1]:+.2f}</td></tr>"
+                   f"<td>{rewards[j - 1]:+.4f}</td>"
+                   f"<td style='background:{colour(z[j - 1])}'>{z[j - 1]:+.2f}</td></tr>"
                    for j in range(1, len(points)))
     final = (f"S_magn = {s_magn[-1]:.4f}, S_stab = {s_stab[-1]:.4f}, S = {score[-1]:.4f} (= Σ r)"
              if rewards else "empty response: no segments")
@@ -289,15 +297,16 @@ def _trajectory(b: int, row: dict, tokenizer, response: list[int], res, config: 
         f"J(P_m) = {-nll[-1]:.4f}; final {final}</p>"
         f'<div class="cot">{"".join(cot)}</div>'
         f"<h3>J at each point</h3>{_svg(points, [-v for v in nll], len(response))}"
-        f'<h3>Segments</h3><div class="scroll"><table><tr><th>j</th><th>tokens</th><th>J(P_j)</th><th>S_magn</th>'
-        f"<th>S_stab</th><th>S</th><th>r</th><th>r'</th></tr>{rows}</table></div></section>")
+        f'<h3>Segments</h3><div class="scroll"><table><tr><th>j</th><th>tokens</th><th>J(P_j)</th>'
+        f"<th>S_magn</th><th>S_stab</th><th>S</th><th>r</th><th>r'</th></tr>{rows}</table></div></section>")
 
 
 def render_page(rows: list[dict], tokenizer, responses: list[list[int]], res, config: RePROConfig,
                 title: str = "") -> str:
     """The HTML page of scored ``rows`` (``res``: their `RePROResult`)."""
     legend = "".join(f'<span style="background:{colour(z)}">{z:+g}</span>' for z in (-2, -1, 0, 1, 2))
-    found, body = zip(*(_trajectory(b, row, tokenizer, responses[b], res, config) for b, row in enumerate(rows)))
+    found, body = zip(*(_trajectory(b, row, tokenizer, responses[b], res, config)
+                        for b, row in enumerate(rows)))
     if config.think_end is None:
         marker = "no think-end marker is set (every response is scored to its last token)"
     else:
@@ -307,8 +316,9 @@ def render_page(rows: list[dict], tokenizer, responses: list[list[int]], res, co
                   f"{sum(found)} of {len(found)} responses have {name}")
     n = len(rows)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>RePro inspection</title>'
-            f"<style>{STYLE}</style></head><body><h1>RePro: segment rewards of {n} chain{'s' if n > 1 else ''} "
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>RePro inspection</title><style>{STYLE}</style></head><body>"
+            f"<h1>RePro: segment rewards of {n} chain{'s' if n > 1 else ''} "
             f"of thought</h1><p>{escape(title) + '; ' if title else ''}k = {config.num_segments}, "
             f"w = {config.stability_weight:g}; "
             f"{marker}. A segment ends at each numbered point P_j; its colour is its normalized reward r' "
@@ -316,7 +326,8 @@ def render_page(rows: list[dict], tokenizer, responses: list[list[int]], res, co
             f"scored). Hover a segment for its numbers.</p>{''.join(body)}</body></html>")
 
 
-def inspect_rows(rows: list[dict], model, tokenizer, config: RePROConfig | None = None, title: str = "") -> str:
+def inspect_rows(rows: list[dict], model, tokenizer, config: RePROConfig | None = None,
+                 title: str = "") -> str:
     """The HTML page for ``rows`` (dicts with ``prompt``, ``response``, ``answer``) scored with ``model``."""
     config = config or RePROConfig()
     rows = [{**r, "line": r.get("line", i)} for i, r in enumerate(rows, 1)]
@@ -363,7 +374,8 @@ def _load_tokenizer(model: str):
 
 
 def _load_model(model: str | None):
-    """(lm in fp32 eval mode, its tokenizer or None); ``model`` None: the offline SmolLM2 and its tokenizer."""
+    """(lm in fp32 eval mode, its tokenizer or None); ``model`` None: the offline SmolLM2 and its
+    tokenizer."""
     if model is None:
         from repro_fast.offline import load_smollm2
 
@@ -384,7 +396,8 @@ def run_inspect(input_path: str, out: str, model: str | None = None, num_segment
     """`repro-fast inspect`: check every argument and row, load the tokenizer (default: the offline
     SmolLM2's, with its model), check every row's tokens, load the model, score, write the page (``out``
     is replaced only when ``overwrite``; it may never be the input). Progress lines go to stderr."""
-    if isinstance(num_segments, bool) or not isinstance(num_segments, int) or not 1 <= num_segments <= MAX_SEGMENTS:
+    if (isinstance(num_segments, bool) or not isinstance(num_segments, int)
+            or not 1 <= num_segments <= MAX_SEGMENTS):
         raise UsageError(f"segments: expected an int in [1, {MAX_SEGMENTS}], got {num_segments!r}")
     if not os.path.exists(input_path):
         raise UsageError(f"input: file {input_path!r} does not exist")
@@ -413,9 +426,9 @@ def run_inspect(input_path: str, out: str, model: str | None = None, num_segment
     rows_in_embedding = lm.get_input_embeddings().weight.shape[0]
     for row, ids in zip(rows, (p + r for p, r in zip(prompts, responses))):
         if ids and max(ids) >= rows_in_embedding:
-            raise UsageError(f"model: its tokenizer gives id {max(ids)} on line {row['line']} of {input_path!r}, "
-                             f"outside the model's {rows_in_embedding}-row embedding; the folder's tokenizer "
-                             "does not belong to its model")
+            raise UsageError(f"model: its tokenizer gives id {max(ids)} on line {row['line']} of "
+                             f"{input_path!r}, outside the model's {rows_in_embedding}-row embedding; the "
+                             "folder's tokenizer does not belong to its model")
     tokens = sum(map(len, prompts)) + sum(map(len, responses))
     _progress(f"scoring {_plural(len(rows), 'chain')} of thought ({tokens} tokens, the longest response "
               f"{max(map(len, responses))}) ...")

@@ -104,7 +104,7 @@ class RunDir:
     replace: list[str]  # entries of an earlier run of the same command, deleted by `claim`
     created: list[str]  # entries this run owns (kept ones of the earlier run, then `record`ed ones)
 
-    def claim(self) -> "RunDir":
+    def claim(self) -> RunDir:
         """Create the folder, delete the earlier run's replaceable entries, write the manifest."""
         make_out_dir(self.path)
         for entry in self.replace:

@@ -30,7 +30,8 @@ class RePROSyncTrainer(RePROTrainerMixin, PPOTrainerSync):
         # verl maps the actor role to its own worker class: swap in ours (same constructor);
         # a separate reference-policy worker keeps verl's.
         for role, cls in list(self.role_worker_mapping.items()):
-            if getattr(cls, "__ray_actor_class__", None) is ActorRolloutRefWorker and role.name != "RefPolicy":
+            actor = getattr(cls, "__ray_actor_class__", None) is ActorRolloutRefWorker
+            if actor and role.name != "RefPolicy":
                 self.role_worker_mapping[role] = ray.remote(RePROWorker)
 
 

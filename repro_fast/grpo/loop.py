@@ -16,19 +16,25 @@ import time
 import numpy as np
 import torch
 
-from repro_fast.config import RePROConfig
 from repro_fast.advantages import grpo_advantages
-from repro_fast.scorer import RePROScorer
+from repro_fast.config import RePROConfig
 from repro_fast.grpo.config import GRPOConfig
 from repro_fast.grpo.loss import grpo_loss, sequence_logprobs
 from repro_fast.grpo.plots import plot_run
 from repro_fast.grpo.rollout import rollout
 from repro_fast.grpo.sft import (
-    SFTConfig, check_init, cpu_threads, evaluate, progress_bar, resolve_device, run_sft,
+    SFTConfig,
+    check_init,
+    cpu_threads,
+    evaluate,
+    progress_bar,
+    resolve_device,
+    run_sft,
 )
 from repro_fast.grpo.tasks import get_task, save_checkpoint
 from repro_fast.grpo.verify import boxed_verifier, get_verifier
 from repro_fast.outputs import RunDir, check_run_dir
+from repro_fast.scorer import RePROScorer
 
 
 def _sync(device: torch.device) -> None:

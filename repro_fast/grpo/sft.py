@@ -18,8 +18,13 @@ from repro_fast.grpo.config import ConfigError, check_device, check_fields, sett
 from repro_fast.grpo.rollout import generate
 from repro_fast.grpo.tasks import get_task, load_checkpoint, save_checkpoint
 from repro_fast.grpo.verify import boxed_verifier
-from repro_fast.outputs import RunDir, check_run_dir, is_inside, same_path
-from repro_fast.outputs import make_out_dir  # noqa: F401  (grpo/demo.py and inspector.py import it from here)
+from repro_fast.outputs import (
+    RunDir,
+    check_run_dir,
+    is_inside,
+    make_out_dir,  # noqa: F401  (grpo/demo.py and inspector.py import it from here)
+    same_path,
+)
 
 
 @dataclass

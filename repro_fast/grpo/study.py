@@ -25,7 +25,8 @@ def interval(xs: list[float]) -> tuple[float, float]:
         return statistics.fmean(xs), math.nan
     df, z = len(xs) - 1, 1.959964
     # beyond the table: the Cornish-Fisher expansion of the t quantile (error < 2e-3)
-    t = T975[df - 1] if df <= len(T975) else z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+    t = T975[df - 1] if df <= len(T975) else (
+        z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2))
     return statistics.fmean(xs), t * statistics.stdev(xs) / math.sqrt(len(xs))
 
 
@@ -47,9 +48,9 @@ STUDY_WRITES = ("study.json", "study.md", "study.png", "seed*")
 FIXED = ("seed", "out", "init", "plots", "overwrite")  # GRPOConfig fields the study sets for each run
 
 
-def run_study(out: str = "runs/study", seeds: int = 5, task: str = "toy", steps: int = 60, sft_steps: int = 300,
-              eval_problems: int = 256, alpha: float = 0.1, progress: bool = True, threads: int | None = None,
-              **grpo) -> dict:
+def run_study(out: str = "runs/study", seeds: int = 5, task: str = "toy", steps: int = 60,
+              sft_steps: int = 300, eval_problems: int = 256, alpha: float = 0.1, progress: bool = True,
+              threads: int | None = None, **grpo) -> dict:
     """``seeds`` seeds of each arm; ``grpo``: further `GRPOConfig` fields shared by both arms. Every run's
     settings and the out folder are checked before anything runs; an earlier study in ``out`` is replaced
     (only what it wrote: its manifest lists it), a folder holding anything else is refused."""
@@ -66,9 +67,10 @@ def run_study(out: str = "runs/study", seeds: int = 5, task: str = "toy", steps:
         raise ConfigError(f"set: {fixed[0]} is chosen by the study for each run, not settable")
     arms = [(label, name, alpha if a else 0.0) for label, name, a in ARMS]
     sft_dirs = [os.path.join(out, f"seed{s}", "sft") if task == "toy" else None for s in range(seeds)]
-    configs = [[load_config(task=task, init=sft_dir, out=os.path.join(out, f"seed{s}", name), steps=steps, seed=s,
-                            alpha=a, sft_steps=sft_steps, eval_problems=eval_problems, progress=progress,
-                            threads=threads, plots=False, overwrite=True, **grpo) for _, name, a in arms]
+    configs = [[load_config(task=task, init=sft_dir, out=os.path.join(out, f"seed{s}", name), steps=steps,
+                            seed=s, alpha=a, sft_steps=sft_steps, eval_problems=eval_problems,
+                            progress=progress, threads=threads, plots=False, overwrite=True, **grpo)
+                for _, name, a in arms]
                for s, sft_dir in enumerate(sft_dirs)]
     device = configs[0][0].device  # each seed's SFT runs where its GRPO runs
     sfts = [sft_dir and SFTConfig(task="toy", out=sft_dir, steps=sft_steps, seed=s, device=device,
@@ -115,12 +117,13 @@ def table(result: dict) -> str:
         return f"{m:.{digits}f} ± {h:.{digits}f}"
 
     lines = [f"{result['seeds']} seeds, task {result['task']}, {result['steps']} GRPO steps per run, "
-             f"{result['eval_problems']} held-out problems (one sample each at tau = 1); {result['machine']}; "
-             f"{result['elapsed_s'] / 60:.1f} min.", "",
+             f"{result['eval_problems']} held-out problems (one sample each at tau = 1); "
+             f"{result['machine']}; {result['elapsed_s'] / 60:.1f} min.", "",
              f"| metric (mean ± 95% interval) | before (SFT) | {base} | {rep} | {rep} - {base}, paired |",
              "|---|---|---|---|---|"]
     for key, name, digits in METRICS:
-        before, b, r = _values(result, base, key, "before"), _values(result, base, key), _values(result, rep, key)
+        before = _values(result, base, key, "before")
+        b, r = _values(result, base, key), _values(result, rep, key)
         if b:
             lines.append(f"| {name} | {cell(before, digits)} | {cell(b, digits)} | {cell(r, digits)} | "
                          f"{cell([x - y for x, y in zip(r, b)], digits)} |")
@@ -128,7 +131,8 @@ def table(result: dict) -> str:
               "|---|" + "---|" * len(METRICS)]
     for rb, rr in zip(result["runs"][base], result["runs"][rep]):
         lines.append(f"| {rb['seed']} | " + " | ".join(
-            f"{rb['after'].get(k, math.nan):.{d}f} / {rr['after'].get(k, math.nan):.{d}f}" for k, _, d in METRICS) + " |")
+            f"{rb['after'].get(k, math.nan):.{d}f} / {rr['after'].get(k, math.nan):.{d}f}"
+            for k, _, d in METRICS) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -144,11 +148,12 @@ def plot(result: dict, path: str) -> str | None:
     for ax, (key, name, _) in zip(axes, METRICS):
         cols = [("before (SFT)", _values(result, base, key, "before"))]
         cols += [(label, _values(result, label, key)) for label, _, _ in ARMS]
-        for x, (label, xs) in enumerate(cols):
+        for x, (_, xs) in enumerate(cols):
             ax.scatter([x] * len(xs), xs, s=14, alpha=0.5)
             if xs:
                 m, h = interval(xs)
-                ax.errorbar([x + 0.15], [m], yerr=None if math.isnan(h) else [h], fmt="o", color="black", capsize=4)
+                ax.errorbar([x + 0.15], [m], yerr=None if math.isnan(h) else [h], fmt="o", color="black",
+                            capsize=4)
         ax.set_xticks(range(len(cols)), [c[0] for c in cols], fontsize=8)
         ax.set_title(name, fontsize=10)
         ax.grid(alpha=0.3)
