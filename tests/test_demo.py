@@ -1,78 +1,41 @@
-"""The two demos: `repro-fast demo` (SFT + GRPO with and without RePro on the toy task, its printout
-and plots) and `repro-fast demo --scoring` (`repro_fast.demo.run_demo`, real SmolLM2: slow)."""
+"""`repro_fast.demo` (`repro-fast demo --scoring`): score real GSM8K chains of thought, print one row per
+scored segment (J = -NLL, S_magn, S_stab, r as the result holds them), then time the fast and naive
+backends, each after an untimed warm-up call, under the demo's thread count (restored after). Fast
+with a tiny random model in place of SmolLM2; with the real SmolLM2 (slow)."""
 
 from __future__ import annotations
 
-import json
-import os
+import re
 
 import pytest
 import torch
 
-from repro_fast.grpo import plots
-from repro_fast.grpo.config import ConfigError, GRPOConfig
+import repro_fast.demo as demo
+from repro_fast import RePROConfig, RePROScorer
 
 
-def _rows(steps: int, naive: bool, eval_every: int) -> list[dict]:
-    rows = []
-    for s in range(1, steps + 1):
-        row = {"step": s, "accuracy": 0.1 * s, "response_length": 30.0 - s, "time_score_s": 0.1}
-        if naive:
-            row["time_score_naive_s"] = 0.6
-        if s % eval_every == 0:
-            row.update(eval_accuracy=0.2 * s, eval_response_length=31.0 - s)
-        rows.append(row)
-    return rows
-
-
-def test_plot_lines_say_what_they_measured():
-    configs = {"GRPO + RePro": GRPOConfig(alpha=0.1, compare_naive=True).to_dict(),
-               "plain GRPO": GRPOConfig(alpha=0.0).to_dict()}
-    runs = {"GRPO + RePro": _rows(4, True, 2), "plain GRPO": _rows(4, False, 2)}
-    evals = {label: {"0": {"accuracy": 0.05, "response_length": 33.0},
-                     "2": {"accuracy": 0.4, "response_length": 29.0},
-                     "4": {"accuracy": 0.8, "response_length": 27.0}} for label in runs}
-    lines, what = plots._lines(runs, configs, evals, "accuracy", "eval_accuracy", "accuracy")
-    assert "greedy" not in what and "tau = 1" in what and "128 held-out problems" in what
-    eval_lines = [points for label, points, _ in lines if "held-out eval" in label]
-    assert len(eval_lines) == 2 and all(points[0] == (0, 0.05) for points in eval_lines)  # step 0 on each
-    greedy = {label: dict(c, eval_greedy=True) for label, c in configs.items()}
-    assert "greedy" in plots._lines(runs, greedy, evals, "accuracy", "eval_accuracy", "accuracy")[1]
-    # scoring time: fast vs naive on the same rollouts only; the alpha = 0 run is left out, and said so
-    lines, note = plots._scorer_lines(runs, configs)
-    assert [label for label, _, _ in lines] == ["GRPO + RePro: fast scorer",
-                                                "GRPO + RePro: naive scorer, same rollouts"]
-    assert "plain GRPO" in note and "old log-probs" in note
-
-
-def test_plot_run_reads_step0_from_the_run_folder(tmp_path):
-    config = GRPOConfig(alpha=0.0).to_dict()
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    evals = {"0": {"accuracy": 0.1, "response_length": 30.0}, "3": {"accuracy": 0.3, "response_length": 28.0}}
-    (tmp_path / "summary.json").write_text(json.dumps({"eval": evals}))
-    written = plots.plot_run(_rows(3, False, 3), str(tmp_path / "plots"))
-    assert sorted(os.path.basename(p) for p in written) == ["accuracy.png", "response_length.png",
-                                                           "scoring_time.png"]
-
-
-def test_training_demo_one_before_number(tmp_path, capsys):
-    from repro_fast.grpo.demo import run_training_demo
-
-    result = run_training_demo(out=str(tmp_path), steps=2, sft_steps=5, progress=False, threads=1,
-                               eval_problems=8)
+def test_scoring_demo_prints_each_segment_of_the_result(tiny_llama, gpt2_tokenizer, monkeypatch, capsys):
+    monkeypatch.setattr(demo, "load_smollm2", lambda: (tiny_llama, gpt2_tokenizer))
+    timings = demo.run_demo(num_problems=2, num_segments=3, width=30)
     out = capsys.readouterr().out
-    sft_line = next(line for line in out.splitlines() if "parameters" in line)
-    assert "accuracy" not in sft_line  # the SFT's own greedy check is not printed next to the eval below
-    before = [line for line in out.splitlines() if line.startswith("| SFT warm start")]
-    ev0 = result["runs"]["plain GRPO"]["eval"]["0"]
-    assert ev0 == result["runs"]["GRPO + RePro"]["eval"]["0"]  # one "before" for the one model
-    assert before == [f"| SFT warm start (step 0 of both runs) | {ev0['accuracy']:.3f} | "
-                      f"{ev0['response_length']:.1f} | {ev0['rechecks_per_rollout']:.2f} |"]
-    assert "8 held-out problems, one sample each at tau = 1" in out
-    for name in ("accuracy.png", "response_length.png", "scoring_time.png"):
-        assert (tmp_path / "plots" / name).stat().st_size > 0
-    with pytest.raises(ConfigError, match="eval_problems"):
-        run_training_demo(out=str(tmp_path), eval_problems=0)
+    assert set(timings["warmup"]) == set(timings["timed"]) == {"fast", "naive"}
+    assert all(t > 0 for t in timings["timed"].values())
+    # the same scoring, done here: every printed row is a segment of this result
+    problems = demo.gsm8k_problems(limit=2)
+    prompts = [gpt2_tokenizer.encode(p.question + demo.INSTRUCTION) for p in problems]  # no chat template
+    responses = [gpt2_tokenizer.encode(p.chain_of_thought(), add_special_tokens=False) for p in problems]
+    res = RePROScorer(tiny_llama, gpt2_tokenizer, RePROConfig(num_segments=3)).score(
+        prompts, responses, [p.answer for p in problems])
+    rows = re.findall(r"^\| (\d+) \| (\d+)-(\d+) \| .* \| (\S+) \| (\S+) \| (\S+) \| (\S+) \|$", out, re.M)
+    assert len(rows) == sum(len(p) - 1 for p in res.points) > 2  # segments of both problems
+    expected = []
+    for b, pts in enumerate(res.points):
+        for j in range(1, len(pts)):
+            expected.append((str(j), str(pts[j - 1]), str(pts[j]), f"{-res.nll[b][j].item():.4f}",
+                             f"{res.s_magn[b][j - 1].item():.4f}", f"{res.s_stab[b][j - 1].item():.4f}",
+                             f"{res.rewards[b][j - 1].item():+.4f}"))
+    assert rows == expected
+    assert "after an untimed warm-up call on the same batch: fast" in out
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
-"""Nothing lost: no command writes over or deletes a file that an earlier run of the same command did not
-create (--overwrite included), and none writes, deletes or trains anything before every argument and
-setting is checked."""
+"""`repro_fast.outputs`, nothing lost: no command writes over or deletes a file that an earlier run of
+the same command did not create (--overwrite included), and none writes, deletes or trains anything
+before every argument and setting is checked."""
 
 from __future__ import annotations
 

@@ -1,12 +1,9 @@
-"""SPEC §1-6 on small hand-checked cases.
-
-Two kinds of tests live here:
-1. the float64 reference (tests/reference.py) against numbers worked out by hand in the
-   comments, against scipy, and against the SPEC's segment/think-end rules on hand-built
-   token sequences, so that the reference itself is trustworthy;
-2. the package's public API (`grpo_advantages`, and `RePROScorer` on cases whose points and
-   scores can be derived by hand) against those same hand-derived numbers.
-"""
+"""The float64 SPEC reference itself (tests/reference.py) on small hand-checked cases: SPEC §5 scores
+and rewards and §6 normalization, reward-to-go and GRPO against numbers worked out by hand in the
+comments, Kendall tau-a against scipy, and the §1 think-end / §3 segment-start rules on hand-built
+GPT-2 token sequences, so that the reference every other test trusts is itself trustworthy.
+(The package's own functions are checked against the same numbers in test_rewards.py,
+test_advantages.py and test_scorer.py.)"""
 
 from __future__ import annotations
 
@@ -14,9 +11,8 @@ import math
 import random
 
 import pytest
-import torch
-
 import reference as R
+from data import A_, B_, DOT, DOTLTSLASH, GT, LT, LTSLASH, NL, NLNL, QM, SLASH, SPACE, THINK, X_, Y_
 
 # ==========================================================================================
 # §5 scores and rewards by hand
@@ -66,7 +62,9 @@ def test_non_monotone_curve_by_hand():
     a = R.scores_from_nll([2.0, 1.0, 3.0], w=0.1, d=0.99, stability_form="authors_code")
     assert a["s_stab"] == pytest.approx([1.5, 1 / 2 - 1 / 3], abs=1e-15)
     # SPEC §8's own example: NLL [3, 2, 1] gives mono = 1.5
-    assert R.scores_from_nll([3.0, 2.0, 1.0], w=0.0, d=0.99, stability_form="authors_code")["s_stab"][-1] == 1.5
+    assert (
+        R.scores_from_nll([3.0, 2.0, 1.0], w=0.0, d=0.99, stability_form="authors_code")["s_stab"][-1] == 1.5
+    )
 
 
 def test_no_gain_gives_1_minus_tanh_1_and_flat_ema_gives_half():
@@ -191,76 +189,9 @@ def test_grpo_outcome_by_hand():
     assert A[0] == pytest.approx(0.57735, abs=1e-5)
 
 
-# ------------------------------------------------------------------------------------------
-# the package's grpo_advantages against the same hand numbers
-# ------------------------------------------------------------------------------------------
-
-
-def _grpo():
-    import repro_fast
-
-    return repro_fast.grpo_advantages
-
-
-@pytest.mark.parametrize("as_tensor", [False, True])
-def test_package_grpo_advantages_by_hand(as_tensor):
-    grpo_advantages = _grpo()
-    s = math.sqrt(1 / 3) + 1e-6
-    A = [1 / 3 / s, -2 / 3 / s, 1 / 3 / s, 0.0]
-    outcome = [1.0, 0.0, 1.0, 0.5]
-    if as_tensor:
-        outcome = torch.tensor(outcome)
-    groups = ["a", "a", "a", "b"]
-    proc = torch.tensor(
-        [[1.0, 2.0, 3.0], [0.5, 0.0, 0.0], [-1.0, -1.0, 0.0], [4.0, 0.0, 0.0]], dtype=torch.float32
-    )
-    mask = torch.tensor(
-        [[1, 1, 1], [1, 0, 0], [1, 1, 0], [1, 1, 1]], dtype=torch.bool
-    )
-    out = grpo_advantages(outcome, groups, process_advantages=proc, response_mask=mask, alpha=0.5)
-    assert tuple(out.shape) == (4, 3)
-    expected = torch.zeros(4, 3, dtype=torch.float64)
-    for b in range(4):
-        for t in range(3):
-            if mask[b, t]:
-                expected[b, t] = A[b] + 0.5 * float(proc[b, t])
-    torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=0)
-
-
-def test_package_grpo_advantages_default_alpha_and_no_process():
-    grpo_advantages = _grpo()
-    # R = [0, 1] in one group: mean .5, unbiased std sqrt(.5) = 0.7071068 -> A = -/+ 0.5/0.7071078
-    s = math.sqrt(0.5) + 1e-6
-    proc = torch.tensor([[2.0, 1.0], [3.0, 0.0]])
-    mask = torch.tensor([[True, True], [True, False]])
-    out = grpo_advantages([0.0, 1.0], [7, 7], process_advantages=proc, response_mask=mask)
-    exp = torch.tensor([[-0.5 / s + 0.2, -0.5 / s + 0.1], [0.5 / s + 0.3, 0.0]], dtype=torch.float64)
-    torch.testing.assert_close(out.double(), exp, atol=1e-5, rtol=0)
-    # no process advantage: the outcome advantage on every real token
-    out = grpo_advantages([0.0, 1.0], [7, 7], response_mask=mask)
-    exp = torch.tensor([[-0.5 / s, -0.5 / s], [0.5 / s, 0.0]], dtype=torch.float64)
-    torch.testing.assert_close(out.double(), exp, atol=1e-5, rtol=0)
-
-
-def test_package_grpo_group_of_one_is_zero():
-    grpo_advantages = _grpo()
-    proc = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
-    mask = torch.ones(2, 2, dtype=torch.bool)
-    out = grpo_advantages([5.0, -3.0], ["x", "y"], process_advantages=proc, response_mask=mask, alpha=0.0)
-    torch.testing.assert_close(out.double(), torch.zeros(2, 2, dtype=torch.float64), atol=1e-7, rtol=0)
-    # equal rewards in a group: std 0 -> A = 0 / 1e-6 = 0
-    out = grpo_advantages([2.0, 2.0], ["x", "x"], process_advantages=proc, response_mask=mask, alpha=1.0)
-    torch.testing.assert_close(out.double(), proc.double(), atol=1e-6, rtol=0)
-
-
 # ==========================================================================================
 # §1 think end and §3 segment starts on hand-built GPT-2 token sequences
 # ==========================================================================================
-
-# GPT-2 ids used below (checked in test_gpt2_ids_used_here):
-NL, NLNL, DOT, QM, SPACE = 198, 628, 13, 30, 220
-A_, B_, X_, Y_ = 64, 65, 87, 56
-LT, SLASH, THINK, GT, LTSLASH, DOTLTSLASH = 27, 14, 14925, 29, 3556, 25970
 
 
 def test_gpt2_ids_used_here(gpt2_tokenizer):
@@ -351,74 +282,3 @@ def test_reference_selection_tie_rule():
     # fewer candidates than k -> all; F already a candidate? (F never is, but unique anyway)
     assert R.select_points([1, 3], H, 5, 3) == [0, 1, 3]
     assert R.select_points([], H, 5, 0) == [0]
-
-
-# ==========================================================================================
-# The package's scorer on cases derivable by hand
-# ==========================================================================================
-
-
-def _scorer_cls():
-    import repro_fast
-
-    return repro_fast.RePROScorer, repro_fast.RePROConfig
-
-
-@pytest.mark.parametrize("backend", ["naive", "fast"])
-@pytest.mark.parametrize(
-    "y, points",
-    [
-        ([A_, NL, NL, B_], [0, 3, 4]),  # straddling "\n\n", no think end: F = n = 4
-        ([X_, DOT, NLNL, NL, Y_], [0, 4, 5]),  # run of newlines: one start, at 'Y'
-        ([A_, DOT, NL, B_, QM, NL, Y_], [0, 3, 6, 7]),
-        ([A_, NLNL, B_, NLNL, LTSLASH, THINK, GT, Y_], [0, 2, 7]),  # think end E=4, F=7
-        ([3682, DOTLTSLASH, THINK, GT, A_], [0, 4]),  # marker begins inside token 1
-        ([LTSLASH, THINK, GT, NLNL, A_], [0, 3]),  # think end at token 0: no candidates
-        ([A_, NL, B_], [0, 3]),  # no candidates, no think end
-        ([A_, NLNL, SPACE, B_], [0, 4]),  # ' ' after "\n\n" is blank, then "\n\n " is no boundary
-        ([A_, NLNL, NL, NL, B_], [0, 4, 5]),  # run of newline tokens: one start, at 'b'
-        ([], [0]),  # empty response: m = 0
-    ],
-)
-def test_package_points_by_hand(constant_logit_llama, gpt2_tokenizer, backend, y, points):
-    # k = 20 > #candidates: P = {0} ∪ candidates ∪ {F}, so the points expose the segment rule.
-    RePROScorer, RePROConfig = _scorer_cls()
-    scorer = RePROScorer(constant_logit_llama, gpt2_tokenizer, RePROConfig(), backend=backend)
-    res = scorer.score([[A_, B_]], [y], ["7"])
-    assert [int(p) for p in res.points[0]] == points
-
-
-@pytest.mark.parametrize("backend", ["naive", "fast"])
-def test_package_constant_logits_by_hand(constant_logit_llama, gpt2_tokenizer, backend):
-    # lm_head = 0: every logit 0 -> every H = log V, every answer log-prob = -log V, so
-    #   NLL_j = log V for all j; S_magn = 1 - tanh(logV/(logV + 1e-6)) ≈ 1 - tanh(1) = 0.238406
-    #   EMA flat -> tau = 0 -> S_stab = 1/2 -> S = .9*.238406 + .1*.5 = 0.264565 for every j
-    #   r = [0.264565, 0, 0, ...]; all entropies tie -> k = 2 picks the 2 smallest candidates
-    # y = 'a' '\n\n' 'b' '\n\n' 'x' '\n\n' 'Y': candidates {2, 4, 6} -> P = [0, 2, 4, 7]
-    RePROScorer, RePROConfig = _scorer_cls()
-    logV = math.log(50257)
-    smagn = 1 - math.tanh(logV / (logV + 1e-6))
-    S = 0.9 * smagn + 0.05
-    y = [A_, NLNL, B_, NLNL, X_, NLNL, Y_]
-    cfg = RePROConfig(num_segments=2, normalize="none")
-    res = RePROScorer(constant_logit_llama, gpt2_tokenizer, cfg, backend=backend).score(
-        [[A_]], [y], ["12"]
-    )
-    assert [int(p) for p in res.points[0]] == [0, 2, 4, 7]
-    torch.testing.assert_close(res.nll[0].double(), torch.full((4,), logV, dtype=torch.float64), atol=1e-4, rtol=0)
-    torch.testing.assert_close(res.s_magn[0].double(), torch.full((3,), smagn, dtype=torch.float64), atol=1e-4, rtol=0)
-    torch.testing.assert_close(res.s_stab[0].double(), torch.full((3,), 0.5, dtype=torch.float64), atol=1e-4, rtol=0)
-    torch.testing.assert_close(res.rewards[0].double(), torch.tensor([S, 0, 0], dtype=torch.float64), atol=1e-4, rtol=0)
-    torch.testing.assert_close(
-        res.token_entropies.double(), torch.full((1, 7), logV, dtype=torch.float64), atol=1e-4, rtol=0
-    )
-    torch.testing.assert_close(
-        res.token_logprobs.double(), torch.full((1, 7), -logV, dtype=torch.float64), atol=1e-4, rtol=0
-    )
-    # rewards on tokens P_j - 1 = 1, 3, 6; normalize = "none" -> reward-to-go of raw rewards
-    assert res.reward_mask[0].tolist() == [False, True, False, True, False, False, True]
-    assert res.response_mask[0].tolist() == [True] * 7
-    exp_adv = torch.tensor([S, S, 0, 0, 0, 0, 0], dtype=torch.float64)
-    torch.testing.assert_close(res.process_advantages[0].double(), exp_adv, atol=1e-3, rtol=0)
-    exp_tr = torch.tensor([0, S, 0, 0, 0, 0, 0], dtype=torch.float64)
-    torch.testing.assert_close(res.token_rewards[0].double(), exp_tr, atol=1e-4, rtol=0)

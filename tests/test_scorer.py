@@ -1,20 +1,38 @@
-"""Bad inputs raise ValueError / TypeError whose message names the argument (SPEC §7, DESIGN
-"validate": errors name the argument), and the trajectory index where one is involved."""
+"""`RePROScorer` (SPEC §7): bad inputs raise ValueError / TypeError naming the argument and the
+trajectory index; points and scores on cases derivable by hand; `score_padded` and ``width``;
+`capture_phase1` + `score_phase1` (phase 1 from a trainer's own forward) against `score_padded`;
+scoring inside autocast; config assignment; the faults a hostile user found (each test reproduces
+one and checks the fix); and the ways trainers hold a model and a tokenizer (added tokens, threads,
+``torch.compile``, PEFT adapters), each scored like the plain model."""
 
 from __future__ import annotations
 
 import copy
+import math
 import re
+import threading
 
+import numpy as np
+import peft  # the dev extra installs it: a missing peft fails here, never skips
 import pytest
 import torch
+from conftest import make_tiny_model
+from data import A_, B_, DOT, DOTLTSLASH, GT, LTSLASH, NL, NLNL, QM, SPACE, THINK, X_, Y_
+from transformers import GPT2TokenizerFast
 
-
-from repro_fast import RePROConfig, RePROScorer  # noqa: E402
+from repro_fast import RePROConfig, RePROScorer
 
 BAD = (ValueError, TypeError)
 Q = [15496, 995, 30]  # "Hello world?"
 Y = [64, 628, 65, 13, 198, 56]  # 'a' '\n\n' 'b' '.' '\n' 'Y'
+# Three segments: 'a' '.' '\n\n' 'b' ' c' '\n\n' 'd' ' e' '.' '\n\n' 'f'
+Y3 = [64, 13, 628, 65, 269, 628, 67, 304, 13, 628, 69]
+TEXTS = ["a.\n\nb.\n\nc?\nd</think>e", "", "x", "one.\n\ntwo.\n\nthree.\n\nfour.\n\nfive"]
+
+
+def batch(tok):
+    prompts = [Q, Q + [64], tok.encode("Question: what?"), Q]
+    return prompts, [tok.encode(t) for t in TEXTS], ["12", "3", "7", "12"], ["g", "g", "h", "h"]
 
 
 @pytest.fixture(scope="module", params=["naive", "fast"])
@@ -28,7 +46,7 @@ def _names_index(exc_info, index: int):
 
 
 # ------------------------------------------------------------------------------------------
-# score() inputs
+# score() inputs: errors name the argument and the trajectory index (SPEC §7)
 # ------------------------------------------------------------------------------------------
 
 
@@ -129,7 +147,7 @@ def test_prompts_not_a_list(scorer):
 
 
 # ------------------------------------------------------------------------------------------
-# model / tokenizer / backend / config
+# model / tokenizer / backend / config arguments
 # ------------------------------------------------------------------------------------------
 
 
@@ -147,24 +165,6 @@ def test_tokenizer_larger_than_model_vocab(gpt2_tokenizer, tiny_model_factory):
         RePROScorer(small, gpt2_tokenizer, backend="naive").score([[1, 2]], [[3, 4]], ["1"])
 
 
-@pytest.mark.parametrize("backend", ["naive", "fast"])
-def test_nan_in_logits(tiny_llama, gpt2_tokenizer, backend):
-    bad = copy.deepcopy(tiny_llama)
-    with torch.no_grad():
-        bad.lm_head.weight[5].fill_(float("nan"))
-    with pytest.raises(BAD, match=r"(?i)nan|inf|finite"):
-        RePROScorer(bad, gpt2_tokenizer, backend=backend).score([Q], [Y], ["1"])
-
-
-@pytest.mark.parametrize("backend", ["naive", "fast"])
-def test_inf_in_logits(tiny_llama, gpt2_tokenizer, backend):
-    bad = copy.deepcopy(tiny_llama)
-    with torch.no_grad():
-        bad.model.norm.weight.fill_(float("inf"))
-    with pytest.raises(BAD, match=r"(?i)nan|inf|finite"):
-        RePROScorer(bad, gpt2_tokenizer, backend=backend).score([Q], [Y], ["1"])
-
-
 @pytest.mark.parametrize("backend", ["slow", "", "NAIVE", None, 3])
 def test_bad_backend(tiny_llama, gpt2_tokenizer, backend):
     with pytest.raises(BAD, match="backend"):
@@ -176,37 +176,6 @@ def test_config_not_a_config(tiny_llama, gpt2_tokenizer):
         RePROScorer(tiny_llama, gpt2_tokenizer, config={"num_segments": 3}, backend="naive")
 
 
-@pytest.mark.parametrize(
-    "field, value",
-    [
-        ("num_segments", 0),
-        ("num_segments", -3),
-        ("num_segments", 2.5),
-        ("stability_weight", -0.1),
-        ("stability_weight", 1.5),
-        ("ema_decay", -0.01),
-        ("ema_decay", 1.01),
-        ("temperature", 0.0),
-        ("temperature", -1.0),
-        ("temperature", float("nan")),
-        ("normalize", "global"),
-        ("normalize", None),
-        ("answer_template", "no placeholder"),
-        ("boundary_suffixes", "\n\n"),
-        ("think_end", ""),
-    ],
-)
-def test_config_out_of_range(field, value):
-    with pytest.raises(BAD, match=field):
-        RePROConfig(**{field: value})
-
-
-def test_config_edges_are_valid():
-    # closed intervals: w, d in [0, 1]; k = 1; think_end None disables the marker
-    RePROConfig(num_segments=1, stability_weight=0.0, ema_decay=0.0)
-    RePROConfig(stability_weight=1.0, ema_decay=1.0, think_end=None, temperature=1e-3)
-
-
 def test_token_id_think_end_of_several_tokens_uses_its_first_id(tiny_llama, gpt2_tokenizer):
     # authors' code (SPEC §8): "</think>" is three GPT-2 tokens; thinking ends before the first
     # "</" fragment, F = E + 1, as their code does
@@ -215,3 +184,440 @@ def test_token_id_think_end_of_several_tokens_uses_its_first_id(tiny_llama, gpt2
     res = RePROScorer(tiny_llama, tok, RePROConfig.authors_code(), backend="naive").score([Q], [y], ["1"])
     E = y.index(tok.encode("</think>")[0])
     assert res.think_end == [E + 1] and res.points[0][-1] == E + 1
+
+
+# ------------------------------------------------------------------------------------------
+# points and scores derivable by hand (constant logits: every entropy log V)
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["naive", "fast"])
+@pytest.mark.parametrize(
+    "y, points",
+    [
+        ([A_, NL, NL, B_], [0, 3, 4]),  # straddling "\n\n", no think end: F = n = 4
+        ([X_, DOT, NLNL, NL, Y_], [0, 4, 5]),  # run of newlines: one start, at 'Y'
+        ([A_, DOT, NL, B_, QM, NL, Y_], [0, 3, 6, 7]),
+        ([A_, NLNL, B_, NLNL, LTSLASH, THINK, GT, Y_], [0, 2, 7]),  # think end E=4, F=7
+        ([3682, DOTLTSLASH, THINK, GT, A_], [0, 4]),  # marker begins inside token 1
+        ([LTSLASH, THINK, GT, NLNL, A_], [0, 3]),  # think end at token 0: no candidates
+        ([A_, NL, B_], [0, 3]),  # no candidates, no think end
+        ([A_, NLNL, SPACE, B_], [0, 4]),  # ' ' after "\n\n" is blank, then "\n\n " is no boundary
+        ([A_, NLNL, NL, NL, B_], [0, 4, 5]),  # run of newline tokens: one start, at 'b'
+        ([], [0]),  # empty response: m = 0
+    ],
+)
+def test_package_points_by_hand(constant_logit_llama, gpt2_tokenizer, backend, y, points):
+    # k = 20 > #candidates: P = {0} ∪ candidates ∪ {F}, so the points expose the segment rule.
+    scorer = RePROScorer(constant_logit_llama, gpt2_tokenizer, RePROConfig(), backend=backend)
+    res = scorer.score([[A_, B_]], [y], ["7"])
+    assert [int(p) for p in res.points[0]] == points
+
+
+@pytest.mark.parametrize("backend", ["naive", "fast"])
+def test_package_constant_logits_by_hand(constant_logit_llama, gpt2_tokenizer, backend):
+    # lm_head = 0: every logit 0 -> every H = log V, every answer log-prob = -log V, so
+    #   NLL_j = log V for all j; S_magn = 1 - tanh(logV/(logV + 1e-6)) ≈ 1 - tanh(1) = 0.238406
+    #   EMA flat -> tau = 0 -> S_stab = 1/2 -> S = .9*.238406 + .1*.5 = 0.264565 for every j
+    #   r = [0.264565, 0, 0, ...]; all entropies tie -> k = 2 picks the 2 smallest candidates
+    # y = 'a' '\n\n' 'b' '\n\n' 'x' '\n\n' 'Y': candidates {2, 4, 6} -> P = [0, 2, 4, 7]
+    logV = math.log(50257)
+    smagn = 1 - math.tanh(logV / (logV + 1e-6))
+    S = 0.9 * smagn + 0.05
+    y = [A_, NLNL, B_, NLNL, X_, NLNL, Y_]
+    cfg = RePROConfig(num_segments=2, normalize="none")
+    res = RePROScorer(constant_logit_llama, gpt2_tokenizer, cfg, backend=backend).score(
+        [[A_]], [y], ["12"]
+    )
+    assert [int(p) for p in res.points[0]] == [0, 2, 4, 7]
+    torch.testing.assert_close(
+        res.nll[0].double(), torch.full((4,), logV, dtype=torch.float64), atol=1e-4, rtol=0
+    )
+    torch.testing.assert_close(
+        res.s_magn[0].double(), torch.full((3,), smagn, dtype=torch.float64), atol=1e-4, rtol=0
+    )
+    torch.testing.assert_close(
+        res.s_stab[0].double(), torch.full((3,), 0.5, dtype=torch.float64), atol=1e-4, rtol=0
+    )
+    torch.testing.assert_close(
+        res.rewards[0].double(), torch.tensor([S, 0, 0], dtype=torch.float64), atol=1e-4, rtol=0
+    )
+    torch.testing.assert_close(
+        res.token_entropies.double(), torch.full((1, 7), logV, dtype=torch.float64), atol=1e-4, rtol=0
+    )
+    torch.testing.assert_close(
+        res.token_logprobs.double(), torch.full((1, 7), -logV, dtype=torch.float64), atol=1e-4, rtol=0
+    )
+    # rewards on tokens P_j - 1 = 1, 3, 6; normalize = "none" -> reward-to-go of raw rewards
+    assert res.reward_mask[0].tolist() == [False, True, False, True, False, False, True]
+    assert res.response_mask[0].tolist() == [True] * 7
+    exp_adv = torch.tensor([S, S, 0, 0, 0, 0, 0], dtype=torch.float64)
+    torch.testing.assert_close(res.process_advantages[0].double(), exp_adv, atol=1e-3, rtol=0)
+    exp_tr = torch.tensor([0, S, 0, 0, 0, 0, 0], dtype=torch.float64)
+    torch.testing.assert_close(res.token_rewards[0].double(), exp_tr, atol=1e-4, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------
+# score_padded, width, autocast, config assignment, and faults one by one
+# ------------------------------------------------------------------------------------------
+
+
+def test_score_padded_equals_score(tiny_llama, gpt2_tokenizer):
+    tok = gpt2_tokenizer
+    prompts, responses, answers, groups = batch(tok)
+    scorer = RePROScorer(tiny_llama, tok, RePROConfig(num_segments=2))
+    ref = scorer.score(prompts, responses, answers, groups)
+    Lq, Lc = max(map(len, prompts)) + 2, max(map(len, responses)) + 3
+    p_ids = torch.full((4, Lq), 7)
+    p_mask = torch.zeros(4, Lq, dtype=torch.long)
+    c_ids = torch.full((4, Lc), 9)
+    c_mask = torch.zeros(4, Lc, dtype=torch.long)
+    for b, (q, y) in enumerate(zip(prompts, responses)):
+        if b % 2:  # right-padded prompt
+            p_ids[b, : len(q)] = torch.tensor(q)
+            p_mask[b, : len(q)] = 1
+        else:  # left-padded, as TRL does
+            p_ids[b, Lq - len(q):] = torch.tensor(q)
+            p_mask[b, Lq - len(q):] = 1
+        c_ids[b, : len(y)] = torch.tensor(y, dtype=torch.long)
+        c_mask[b, : len(y)] = 1
+    got = scorer.score_padded(p_ids, p_mask, c_ids, c_mask, answers, groups)
+    assert got.points == ref.points
+    for name in (
+        "token_logprobs",
+        "token_entropies",
+        "process_advantages",
+        "token_rewards",
+        "reward_mask",
+        "response_mask",
+    ):
+        t = getattr(got, name)
+        assert tuple(t.shape) == (4, Lc), name
+        n = ref.token_logprobs.shape[1]
+        torch.testing.assert_close(t[:, :n], getattr(ref, name), atol=1e-6, rtol=0)
+        assert not t[:, n:].any(), f"{name}: padding past n_max is not 0"
+    torch.testing.assert_close(got.response_mask, c_mask.bool())
+    wide = scorer.score(prompts, responses, answers, groups, width=Lc)
+    torch.testing.assert_close(wide.process_advantages, got.process_advantages)
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        # the dtype is named, not the shape (the old message said "got (2, 3)")
+        (lambda p, pm, c, cm: (p, pm.float(), c, cm), "prompt_mask: .* got dtype torch.float32"),
+        (lambda p, pm, c, cm: (p, pm[:, 1:], c, cm), "prompt_mask: expected the shape"),
+        (lambda p, pm, c, cm: (p, pm, c, cm * 2), "completion_mask: expected 0/1"),
+        (lambda p, pm, c, cm: (p, pm, c, torch.tensor([[0, 1, 1]] * 2)), "completion_mask: row 0"),
+        (lambda p, pm, c, cm: (p, torch.tensor([[1, 0, 1]] * 2), c, cm), "prompt_mask: row 0"),
+        (lambda p, pm, c, cm: (p[0], pm, c, cm), "prompt_ids"),
+    ],
+)
+def test_score_padded_bad_input(tiny_llama, gpt2_tokenizer, mutate, match):
+    scorer = RePROScorer(tiny_llama, gpt2_tokenizer)
+    p, pm = torch.tensor([Q, Q]), torch.ones(2, 3, dtype=torch.long)
+    c, cm = torch.tensor([[64, 65, 66]] * 2), torch.tensor([[1, 1, 0]] * 2)
+    with pytest.raises((ValueError, TypeError), match=match):
+        scorer.score_padded(*mutate(p, pm, c, cm), ["1", "2"])
+
+
+def test_width_must_cover_the_longest_response(tiny_llama, gpt2_tokenizer):
+    scorer = RePROScorer(tiny_llama, gpt2_tokenizer)
+    with pytest.raises(ValueError, match="width"):
+        scorer.score([Q], [[64, 65, 66]], ["1"], width=2)
+
+
+@pytest.mark.parametrize("width", [10**12, 10**30])
+def test_absurd_width_is_refused_before_the_forward(tiny_llama, gpt2_tokenizer, monkeypatch, width):
+    """Fault: these failed inside torch after the forward pass (allocating ``[N, width]``)."""
+    scorer = RePROScorer(tiny_llama, gpt2_tokenizer)
+    monkeypatch.setattr(scorer.backend, "token_stats", lambda *a: pytest.fail("the forward ran"))
+    with pytest.raises(ValueError, match="width"):
+        scorer.score([Q], [[64, 65, 66]], ["1"], width=width)
+
+
+def test_scoring_inside_autocast_matches_the_trainers_own_forward(tiny_llama, gpt2_tokenizer):
+    """accelerate / TRL with bf16=True wrap the forward in autocast: the scorer must work there,
+    and its token log-probs must be the trainer's own under the same autocast within the bound
+    documented in the README (Precision)."""
+    tok = gpt2_tokenizer
+    prompts, responses, answers, groups = batch(tok)
+    scorer = RePROScorer(tiny_llama, tok, RePROConfig(num_segments=2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        res = scorer.score(prompts, responses, answers, groups)
+        naive = RePROScorer(tiny_llama, tok, RePROConfig(num_segments=2), backend="naive").score(
+            prompts, responses, answers, groups)
+        for b, (q, y) in enumerate(zip(prompts, responses)):
+            if not y:
+                continue
+            logits = tiny_llama(torch.tensor([q + y])).logits[0, len(q) - 1 : len(q) - 1 + len(y)]
+            own = torch.log_softmax(logits.float(), -1).gather(1, torch.tensor(y)[:, None])[:, 0]
+            err = (res.token_logprobs[b, : len(y)] - own).abs()
+            assert float(err.max()) <= 0.05 + 0.01 * float(own.detach().abs().max()), float(err.max())
+    assert res.points == naive.points
+    for b in range(4):
+        torch.testing.assert_close(
+            res.nll[b], naive.nll[b], atol=1e-3 + 1e-3 * float(naive.nll[b].abs().max()), rtol=0
+        )
+
+
+def test_config_assignment_applies_every_field(tiny_llama, gpt2_tokenizer):
+    tok = gpt2_tokenizer
+    y = tok.encode("a.\n\nb.\n\nc</think>d")
+    scorer = RePROScorer(tiny_llama, tok)
+    scorer.score([Q], [y], ["1"])  # fills the answer cache
+    cfg = RePROConfig(temperature=0.5, think_end=None, answer_template="= {answer}", num_segments=1)
+    scorer.config = cfg
+    got = scorer.score([Q], [y], ["1"])
+    fresh = RePROScorer(tiny_llama, tok, cfg).score([Q], [y], ["1"])
+    assert got.points == fresh.points and got.points[0][-1] == len(y)  # think_end=None applied
+    torch.testing.assert_close(got.nll[0], fresh.nll[0])
+    torch.testing.assert_close(got.token_logprobs, fresh.token_logprobs)
+    with pytest.raises(Exception, match="cannot assign"):
+        scorer.config.temperature = 2.0  # frozen: change settings through replace()
+    with pytest.raises(TypeError, match="config"):
+        scorer.config = {"temperature": 2.0}
+
+
+@pytest.mark.parametrize(
+    "response, match",
+    [
+        ([64, 2**63], "token id 9223372036854775808 at position 1"),
+        (np.array([64, 2**64 - 1], dtype=np.uint64), "token id 18446744073709551615 at position 1"),
+        ([64, -1], "token id -1 at position 1"),
+    ],
+)
+def test_out_of_range_ids_are_named(tiny_llama, gpt2_tokenizer, response, match):
+    with pytest.raises(ValueError, match=match):
+        RePROScorer(tiny_llama, gpt2_tokenizer).score([Q], [response], ["1"])
+
+
+def test_unhashable_group_id_inside_a_tuple(tiny_llama, gpt2_tokenizer):
+    with pytest.raises(TypeError, match="group_ids\\[0\\]"):
+        RePROScorer(tiny_llama, gpt2_tokenizer).score([Q], [[64]], ["1"], group_ids=[(1, [2])])
+
+
+def test_answer_with_a_lone_surrogate(tiny_llama, gpt2_tokenizer):
+    with pytest.raises(ValueError, match="answers\\[0\\]"):
+        RePROScorer(tiny_llama, gpt2_tokenizer).score([Q], [[64]], ["4\ud800"])
+
+
+def test_tokenizer_that_gained_tokens(gpt2_tokenizer_dir, tiny_models):
+    from transformers import GPT2TokenizerFast
+
+    tok = GPT2TokenizerFast.from_pretrained(gpt2_tokenizer_dir)
+    model = copy.deepcopy(tiny_models["llama"])
+    scorer = RePROScorer(model, tok, planner="python")
+    scorer.score([Q], [[64]], ["1"])
+    tok.add_tokens(["<step>"])
+    model.resize_token_embeddings(len(tok))
+    step = tok.convert_tokens_to_ids("<step>")
+    y = [64, 13, 628, step, 65]  # 'a' '.' '\n\n' '<step>' 'b'
+    got = scorer.score([Q], [y], ["1"])
+    assert got.points == RePROScorer(model, tok, planner="python").score([Q], [y], ["1"]).points
+    assert 3 in got.points[0]  # the added token starts a segment after "\n\n"
+
+
+def test_ids_past_the_tokenizer_but_inside_the_embedding_are_scored(gpt2_tokenizer, tiny_models):
+    """Qwen pads its embedding past len(tokenizer); a policy can sample those ids."""
+    model = copy.deepcopy(tiny_models["llama"])
+    model.resize_token_embeddings(50257 + 15)
+    y = [64, 13, 628, 50260, 65, 628, 66]  # an unnamed id after '\n\n': its text is empty (blank)
+    for backend in ("naive", "fast"):
+        res = RePROScorer(model, gpt2_tokenizer, backend=backend).score([Q], [y], ["1"])
+        assert res.points == [[0, 4, 6, 7]], backend  # the start skips the blank id, as for '\n'
+    with pytest.raises(ValueError, match="token id 50272"):
+        RePROScorer(model, gpt2_tokenizer).score([Q], [[50272]], ["1"])
+
+
+# ------------------------------------------------------------------------------------------
+# capture_phase1 + score_phase1: phase 1 from a trainer's own forward
+# ------------------------------------------------------------------------------------------
+
+
+def trainer_batch(tok):
+    """TRL's layout: prompts left-padded, completions right-padded (pad id 0 under the masks)."""
+    prompts = [tok.encode("Hello world?"), tok.encode("Q"), tok.encode("Question: what is 2 + 5?"), [64, 65]]
+    completions = [tok.encode(t) for t in TEXTS]
+    lq, lc = max(map(len, prompts)), max(map(len, completions))
+    prompt_ids = torch.tensor([[0] * (lq - len(q)) + q for q in prompts])
+    prompt_mask = torch.tensor([[0] * (lq - len(q)) + [1] * len(q) for q in prompts])
+    completion_ids = torch.tensor([y + [0] * (lc - len(y)) for y in completions])
+    completion_mask = torch.tensor([[1] * len(y) + [0] * (lc - len(y)) for y in completions])
+    return prompt_ids, prompt_mask, completion_ids, completion_mask, ["7", "3", "7", "12"], [0, 0, 1, 1]
+
+
+def trainer_forward(model, prompt_ids, prompt_mask, completion_ids, completion_mask, position_ids=None):
+    """What a trainer runs for its old log-probs: one forward, log-softmax, gather; entropies."""
+    ids = torch.cat([prompt_ids, completion_ids], 1)
+    mask = torch.cat([prompt_mask, completion_mask], 1)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits
+    logits = logits[:, prompt_ids.shape[1] - 1: -1].float()
+    logp = torch.log_softmax(logits, -1)
+    return logp.gather(-1, completion_ids[..., None])[..., 0], -(logp.exp() * logp).sum(-1)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "gpt2"])
+def test_score_phase1_agrees_with_score_padded_in_fp32(gpt2_tokenizer, arch):
+    model = make_tiny_model(arch)
+    scorer = RePROScorer(model, gpt2_tokenizer, RePROConfig(num_segments=2))
+    pi, pm, ci, cm, answers, groups = trainer_batch(gpt2_tokenizer)
+    # GPT-2 looks its positions up: the trainer passes them counting from each row's first token.
+    positions = (torch.cat([pm, cm], 1).cumsum(1) - 1).clamp_min(0) if arch == "gpt2" else None
+    with scorer.capture_phase1() as phase1:
+        logps, entropies = trainer_forward(model, pi, pm, ci, cm, positions)
+    got = scorer.score_phase1(phase1, pi, pm, ci, cm, answers, groups,
+                              token_logprobs=logps, token_entropies=entropies)
+    expected = scorer.score_padded(pi, pm, ci, cm, answers, groups)
+    assert got.token_logprobs is logps  # the trainer's tensor itself
+    real = cm.bool()
+    torch.testing.assert_close(logps[real], expected.token_logprobs[real], atol=1e-4, rtol=0)
+    assert got.points == expected.points
+    for b in range(len(TEXTS)):
+        torch.testing.assert_close(got.nll[b], expected.nll[b], atol=1e-4, rtol=0)
+        torch.testing.assert_close(got.rewards[b], expected.rewards[b], atol=1e-4, rtol=0)
+    torch.testing.assert_close(got.token_entropies, expected.token_entropies, atol=1e-4, rtol=0)
+    torch.testing.assert_close(got.process_advantages, expected.process_advantages, atol=1e-3, rtol=0)
+    assert torch.equal(got.reward_mask, expected.reward_mask)
+
+
+def test_score_phase1_agrees_with_score_padded_under_bf16_autocast(gpt2_tokenizer):
+    model = make_tiny_model("llama")
+    scorer = RePROScorer(model, gpt2_tokenizer, RePROConfig(num_segments=2))
+    pi, pm, ci, cm, answers, groups = trainer_batch(gpt2_tokenizer)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with scorer.capture_phase1() as phase1:
+            logps, entropies = trainer_forward(model, pi, pm, ci, cm)
+        got = scorer.score_phase1(phase1, pi, pm, ci, cm, answers, groups,
+                                  token_logprobs=logps, token_entropies=entropies)
+        expected = scorer.score_padded(pi, pm, ci, cm, answers, groups)
+    assert got.token_logprobs is logps
+    for b in range(len(TEXTS)):  # bf16: the README's bound, as for score() vs the naive backend
+        if got.points[b] == expected.points[b]:
+            bound = 1e-2 + 1e-2 * float(expected.nll[b].abs().max())
+            torch.testing.assert_close(got.nll[b], expected.nll[b], atol=bound, rtol=0)
+
+
+def test_score_phase1_bad_records_and_layouts_are_named(gpt2_tokenizer):
+    model = make_tiny_model("llama")
+    scorer = RePROScorer(model, gpt2_tokenizer)
+    pi, pm, ci, cm, answers, groups = trainer_batch(gpt2_tokenizer)
+    with scorer.capture_phase1() as phase1:
+        logps, entropies = trainer_forward(model, pi, pm, ci, cm)
+    kwargs = dict(token_logprobs=logps, token_entropies=entropies)
+    with pytest.raises(TypeError, match="phase1"):
+        scorer.score_phase1(object(), pi, pm, ci, cm, answers, **kwargs)
+    with pytest.raises(TypeError, match="token_entropies"):
+        scorer.score_phase1(
+            phase1, pi, pm, ci, cm, answers, token_logprobs=logps, token_entropies=entropies[:, 1:]
+        )
+    right = torch.stack([torch.roll(r, int((r == 0).sum())) for r in pm])  # right-padded prompts
+    with pytest.raises(ValueError, match="prompt_mask: row 0 is not left-padded"):
+        scorer.score_phase1(phase1, pi, right, ci, cm, answers, **kwargs)
+    with scorer.capture_phase1() as twice:
+        trainer_forward(model, pi, pm, ci, cm)
+        trainer_forward(model, pi, pm, ci, cm)
+    with pytest.raises(ValueError, match="phase1: expected one decoder call"):
+        scorer.score_phase1(twice, pi, pm, ci, cm, answers, **kwargs)
+    with pytest.raises(TypeError, match="backend='fast'"):
+        RePROScorer(model, gpt2_tokenizer, backend="naive").capture_phase1()
+
+
+# ------------------------------------------------------------------------------------------
+# how trainers hold a model and a tokenizer: added tokens, threads, torch.compile, PEFT
+# ------------------------------------------------------------------------------------------
+
+
+def _same_result(a, b, atol: float) -> None:
+    assert a.points == b.points
+    for field in ("nll", "rewards"):
+        for x, y in zip(getattr(a, field), getattr(b, field)):
+            torch.testing.assert_close(x, y, atol=atol, rtol=0)
+    for field in ("token_logprobs", "token_entropies", "process_advantages"):
+        torch.testing.assert_close(getattr(a, field), getattr(b, field), atol=atol, rtol=0)
+
+
+def test_answer_ids_follow_tokens_added_after_the_first_call(gpt2_tokenizer_dir):
+    """Fault: the answer's ids were cached by text only, so a tokenizer that gained ``\\boxed{``
+    kept being scored with the old split (NLLs off by up to 1.7 against a fresh scorer)."""
+    tok = GPT2TokenizerFast.from_pretrained(gpt2_tokenizer_dir)
+    model = make_tiny_model("llama")
+    scorer = RePROScorer(model, tok)
+    before = scorer.score([Q], [Y3], ["42"])
+    tok.add_tokens(["\\boxed{"])
+    model.resize_token_embeddings(len(tok))
+    with torch.no_grad():
+        model.get_input_embeddings().weight[-1].normal_()  # the new row: not a copy of another
+    assert scorer.answer_ids("42").tolist() == tok.encode("\\boxed{42}", add_special_tokens=False)
+    after = scorer.score([Q], [Y3], ["42"])
+    fresh = RePROScorer(model, tok).score([Q], [Y3], ["42"])
+    _same_result(after, fresh, atol=0.0)
+    assert not torch.allclose(after.nll[0], before.nll[0])  # the new split changed J
+
+
+def test_threads_share_one_scorer(gpt2_tokenizer):
+    """Fault: two threads' calls switched the model's train/eval flags under each other (dropout
+    on inside a call, the model left in eval mode). Calls are serialized now."""
+    model = make_tiny_model("gpt2").train()  # GPT-2's dropout is on in train mode
+    scorer = RePROScorer(model, gpt2_tokenizer, RePROConfig(num_segments=2))
+    prompts, responses = [Q, Q[:2]], [Y3, Y3[:7]]
+    expected = scorer.score(prompts, responses, ["1", "2"], group_ids=[0, 0])
+    results, errors = [], []
+
+    def work():
+        try:
+            for _ in range(20):
+                results.append(scorer.score(prompts, responses, ["1", "2"], group_ids=[0, 0]))
+        except Exception as exc:  # reported below: a thread's exception is otherwise lost
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(results) == 160
+    for got in results:
+        _same_result(got, expected, atol=0.0)
+    assert model.training and all(m.training for m in model.modules())
+
+
+def test_compiled_model_scores_like_the_plain_model(gpt2_tokenizer):
+    """Fault: ``RePROScorer(torch.compile(model), ...)`` failed in verify() with
+    ``_forward_unimplemented() got an unexpected keyword argument 'input_ids'``."""
+    model = make_tiny_model("llama")
+    compiled = torch.compile(model, backend="eager")
+    got = RePROScorer(compiled, gpt2_tokenizer).score([Q], [Y3], ["7"])
+    expected = RePROScorer(make_tiny_model("llama"), gpt2_tokenizer).score([Q], [Y3], ["7"])
+    _same_result(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["fast", "naive"])
+@pytest.mark.parametrize("adapter", ["lora_embed_and_head", "trainable_tokens"])
+def test_peft_model_scores_like_its_merged_weights(gpt2_tokenizer, adapter, backend):
+    """Fault: a LoRA adapter on ``embed_tokens`` (or ``trainable_token_indices``) failed at
+    construction (``... has no attribute 'num_embeddings'``). The wrapped model must score like
+    a plain model holding the merged weights."""
+    if adapter == "lora_embed_and_head":
+        config = peft.LoraConfig(r=4, target_modules=["embed_tokens", "q_proj", "lm_head"],
+                                 init_lora_weights=False)
+    else:
+        config = peft.LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False,
+                                 trainable_token_indices={"embed_tokens": [64, 628]})
+    wrapped = peft.get_peft_model(make_tiny_model("llama"), config)
+    if adapter == "trainable_tokens":
+        with torch.no_grad():  # make the trained rows differ from the base rows
+            for name, p in wrapped.named_parameters():
+                if "trainable_tokens_delta" in name:
+                    p.normal_()
+    merged = copy.deepcopy(wrapped).merge_and_unload()
+    cfg = RePROConfig(num_segments=2)
+    got = RePROScorer(wrapped, gpt2_tokenizer, cfg, backend=backend).score([Q], [Y3], ["7"])
+    expected = RePROScorer(merged, gpt2_tokenizer, cfg, backend=backend).score([Q], [Y3], ["7"])
+    _same_result(got, expected, atol=1e-5)
+    plain = RePROScorer(make_tiny_model("llama"), gpt2_tokenizer, cfg, backend=backend).score(
+        [Q], [Y3], ["7"]
+    )
+    assert not torch.allclose(got.token_logprobs, plain.token_logprobs, atol=1e-3)  # the adapter acts

@@ -1,4 +1,7 @@
-"""The fast backend with phase 2 through the Triton prefix-limited attention kernel.
+"""`repro_fast.backends.attention`: the prefix-limited attention plugged into transformers for phase 2.
+`register` is repeat-safe, the attention refuses a call without its metadata, `phase2_attention`
+switches the model only inside its block and restores it (on an error too), and the fast backend
+with phase 2 through the Triton kernel equals the naive backend on every tiny architecture.
 
 On CPU the kernel runs under the Triton interpreter (tests/ops/conftest.py sets
 TRITON_INTERPRET=1 before any kernel is built; this file sets it the same way). Only the
@@ -17,6 +20,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from repro_fast import RePROConfig, RePROScorer  # noqa: E402
+from repro_fast.backends import attention  # noqa: E402
 from repro_fast.backends import fast as fast_module  # noqa: E402
 from repro_fast.ops import prefix_limited_attention  # noqa: E402
 
@@ -81,4 +85,33 @@ def test_attention_restored_after_error(gpt2_tokenizer, tiny_models, kernel_call
     monkeypatch.setattr(prefix_limited_attention, "_prefix_attention_triton", boom)  # fails inside phase 2
     with pytest.raises(RuntimeError, match="boom"):
         scorer.score([[1, 2]], [[3, 4, 5]], ["1"])
+    assert model.config._attn_implementation == before
+
+
+def test_register_is_repeat_safe():
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    assert attention.register() == attention.register() == attention.NAME
+    assert ALL_ATTENTION_FUNCTIONS[attention.NAME] is attention._attention
+    assert ALL_MASK_ATTENTION_FUNCTIONS[attention.NAME]() is None  # the kernel needs no dense mask
+
+
+def test_attention_without_metadata_is_refused():
+    q = torch.zeros(1, 2, 3, 4)
+    with pytest.raises(RuntimeError, match="repro_prefix=PrefixMeta"):
+        attention._attention(None, q, q, q, None)
+
+
+def test_phase2_attention_switches_only_inside_its_block(tiny_models):
+    model = tiny_models["qwen2"]
+    before = model.config._attn_implementation
+    assert before != attention.NAME
+    with attention.phase2_attention(model):
+        assert model.config._attn_implementation == attention.NAME
+        assert all(getattr(m.config, "_attn_implementation", attention.NAME) == attention.NAME
+                   for m in model.modules() if hasattr(m, "config"))
+    assert model.config._attn_implementation == before
+    with pytest.raises(ValueError, match="inside"), attention.phase2_attention(model):
+        raise ValueError("inside")
     assert model.config._attn_implementation == before

@@ -1,29 +1,28 @@
-"""backend="naive" in fp32 against the float64 SPEC reference (tests/reference.py).
+"""`repro_fast.backends.naive`: backend="naive" in fp32 against the float64 SPEC reference
+(tests/reference.py).
 
 Tiny random Llama / Qwen2 / Qwen3 / GPT-2 models with GPT-2's real BPE tokenizer; texts chosen
 to cover every rule of SPEC §1-4 (boundaries, runs of newlines, straddling boundaries, a
 multi-token ``</think>`` in the middle / at token 0 / absent, fewer candidates than k, exact
-entropy ties, an empty response) and all three normalize modes with group ids.
+entropy ties, an empty response) and all three normalize modes with group ids; then the real
+SmolLM2-135M-Instruct (offline GGUF) on real GSM8K problems (slow: model load ~25 s, once per
+session).
 """
 
 from __future__ import annotations
 
 import pytest
-import torch
-
 import reference as R
-TINY_ARCHS = ("llama", "qwen2", "qwen3", "gpt2")  # the tiny_models fixture keys
+import torch
+from conftest import TINY_ARCHS
+from data import A_, B_, DOT, NL, NLNL, QM, SPACE, X_, Y_, gsm8k_examples
 
-from repro_fast import RePROConfig, RePROScorer  # noqa: E402
-
-# GPT-2 ids for hand-built sequences (checked in test_spec_reference.py)
-NL, NLNL, DOT, QM, SPACE = 198, 628, 13, 30, 220
-A_, B_, X_, Y_ = 64, 65, 87, 56
-LTSLASH, THINK, GT = 3556, 14925, 29
+from repro_fast import RePROConfig, RePROScorer
 
 TEXTS = {
     # ".\n", "?\n", a run of three newlines, "\n\n", multi-token </think> in the middle
-    "mixed": "First add the numbers.\nThen check?\nSo 3+4 is 7\n\n\nHello world. Seven.\n</think>The answer is 7.",
+    "mixed": "First add the numbers.\nThen check?\nSo 3+4 is 7\n\n\nHello world. Seven.\n</think>"
+             "The answer is 7.",
     # no think end, several boundaries
     "no_think": "Step one is easy.\nStep two is harder.\n\nStep three?\nDone, it is 12",
     # think end at token 0: no candidates (E = 0), F = 3
@@ -158,7 +157,9 @@ def test_tensor_inputs(tiny_llama, gpt2_tokenizer):
     res = RePROScorer(tiny_llama, tok, RePROConfig(num_segments=2), backend="naive").score(
         [torch.tensor(q)], [torch.tensor(y, dtype=torch.int32)], ["12"]
     )
-    ref = R.reference_score(tiny_llama, tok, [q], [y], ["12"], None, RePROConfig(num_segments=2), model64(tiny_llama))
+    ref = R.reference_score(
+        tiny_llama, tok, [q], [y], ["12"], None, RePROConfig(num_segments=2), model64(tiny_llama)
+    )
     R.assert_results_close(res, ref)
 
 
@@ -188,7 +189,12 @@ def test_authors_code_switches(tiny_models, gpt2_tokenizer, arch):
         enc(tok, TEXTS["no_think"]),
         [],
     ]
-    qs = [enc(tok, PROMPTS["long"]), enc(tok, PROMPTS["short"]), enc(tok, PROMPTS["short"]), enc(tok, PROMPTS["long"])]
+    qs = [
+        enc(tok, PROMPTS["long"]),
+        enc(tok, PROMPTS["short"]),
+        enc(tok, PROMPTS["short"]),
+        enc(tok, PROMPTS["long"]),
+    ]
     for cfg in (
         RePROConfig.authors_code(think_end=" Therefore", num_segments=3),
         RePROConfig.authors_code(think_end=None, num_segments=20, stability_weight=0.3),
@@ -218,7 +224,9 @@ def test_authors_code_answer_with_bos(tiny_models, gpt2_tokenizer_bos):
         res, ref = run_both(model, tok, [q, q], ys, ["12", "7"], None, cfg)
         R.assert_results_close(res, ref, label=f"bos={flag}")
     # the two settings really differ (otherwise this test would not test anything)
-    ref_t = R.reference_score(model, tok, [q], [ys[0]], ["12"], None, RePROConfig(answer_add_special_tokens=True), model64(model))
+    ref_t = R.reference_score(
+        model, tok, [q], [ys[0]], ["12"], None, RePROConfig(answer_add_special_tokens=True), model64(model)
+    )
     ref_f = R.reference_score(model, tok, [q], [ys[0]], ["12"], None, RePROConfig(), model64(model))
     assert abs(float(ref_t.nll[0][0]) - float(ref_f.nll[0][0])) > 1e-3
 
@@ -233,3 +241,65 @@ def test_float64_model(tiny_models, gpt2_tokenizer):
     res = RePROScorer(m64, tok, cfg, backend="naive").score([q, q], ys, ["7", "7"], [0, 0])
     ref = R.reference_score(m64, tok, [q, q], ys, ["7", "7"], [0, 0], cfg, m64)
     R.assert_results_close(res, ref, label="float64 model")
+
+# ------------------------------------------------------------------------------------------
+# The real SmolLM2-135M-Instruct on real GSM8K problems (slow)
+# ------------------------------------------------------------------------------------------
+
+
+def chat_prompt(tok, question: str) -> list[int]:
+    out = tok.apply_chat_template(
+        [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=True
+    )
+    if hasattr(out, "keys"):  # transformers 5 returns a BatchEncoding
+        out = out["input_ids"]
+    if isinstance(out, torch.Tensor):
+        out = out.tolist()
+    if out and isinstance(out[0], list):
+        out = out[0]
+    return [int(i) for i in out]
+
+
+@pytest.fixture(scope="module")
+def smol_case(smollm2):
+    model, tok = smollm2
+    (q1, cot1, a1), (q2, cot2, a2) = gsm8k_examples(2, start=0)
+    cot1 = cot1.replace("\n\nThe answer is", "\n\n</think>\n\nThe answer is")  # think end in one
+    prompts = [chat_prompt(tok, q1), chat_prompt(tok, q2)]
+    responses = [tok.encode(cot1, add_special_tokens=False), tok.encode(cot2, add_special_tokens=False)]
+    return model, tok, prompts, responses, [a1, a2]
+
+
+@pytest.fixture(scope="module")
+def smol64(smollm2):
+    return R.float64_copy(smollm2[0])
+
+
+@pytest.mark.slow
+def test_smollm2_inputs_are_real(smol_case):
+    model, tok, prompts, responses, answers = smol_case
+    text = R.text_of(tok, prompts[0])
+    assert "<|im_start|>assistant" in text and text.rstrip().endswith("assistant")
+    assert "</think>" in R.text_of(tok, responses[0])
+    assert "\\boxed{" + answers[1] + "}" in R.text_of(tok, responses[1])
+    assert model.config.vocab_size == 49152
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "cfg",
+    [RePROConfig(num_segments=2), RePROConfig(normalize="batch", temperature=0.8)],
+    ids=["k2_group", "k20_batch_t0.8"],
+)
+def test_smollm2_naive_matches_reference(smol_case, smol64, cfg):
+    model, tok, prompts, responses, answers = smol_case
+    res = RePROScorer(model, tok, cfg, backend="naive").score(prompts, responses, answers, ["g", "g"])
+    ref = R.reference_score(model, tok, prompts, responses, answers, ["g", "g"], cfg, smol64)
+    t0, t1 = ref.traj
+    # the test case covers the rules: a think end inside the response, real candidates
+    assert t0.F < len(responses[0]) and t0.E < t0.F
+    assert len(t0.candidates) >= 2 and len(t1.candidates) >= 2
+    for t in ref.traj:
+        assert t.margin > 1e-5, f"ill-conditioned: entropy gap {t.margin}"
+    assert all(s > 2e-3 for s in ref.sigmas)
+    R.assert_results_close(res, ref, label="smollm2")

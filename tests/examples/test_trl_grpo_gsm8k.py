@@ -1,5 +1,6 @@
-"""examples/trl_grpo_gsm8k.py: its arguments, prompts and reward (fast), and its main path with tiny
-settings on the real SmolLM2-135M-Instruct and TRL (slow: about a minute on 2 cores)."""
+"""examples/trl_grpo_gsm8k.py (tests/examples/ mirrors examples/): its arguments, prompts and reward
+(fast), and its main path with tiny settings on the real SmolLM2-135M-Instruct and TRL (slow: about
+a minute on 2 cores)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import re
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 PATH = os.path.join(ROOT, "examples", "trl_grpo_gsm8k.py")
 
 

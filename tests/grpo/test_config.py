@@ -1,4 +1,5 @@
-"""GRPOConfig validation and the CLI's errors: bad task name, bad value, unknown key."""
+"""`repro_fast.grpo.config`: GRPOConfig validation (every setting checked when the config is built, messages
+that say what to change), config files (JSON, TOML, unknown keys) and the CLI's errors for them."""
 
 from __future__ import annotations
 
@@ -30,7 +31,10 @@ def test_derived_sizes():
         (dict(steps=0), "steps: expected an int >= 1"),
         (dict(steps=2.5), "steps: expected an int"),
         (dict(prompts_per_step=3, group_size=4, mini_batch_size=5), "mini_batch_size: 5 does not divide"),
-        (dict(prompts_per_step=2, group_size=4, mini_batch_size=8, micro_batch_size=3), "micro_batch_size: 3 does not divide"),
+        (
+            dict(prompts_per_step=2, group_size=4, mini_batch_size=8, micro_batch_size=3),
+            "micro_batch_size: 3 does not divide",
+        ),
         (dict(scorer="none", alpha=0.1), "alpha: expected 0 when scorer = 'none'"),
         (dict(kl_coef=-1.0), "kl_coef"),
         (dict(alpha=float("nan")), "alpha: expected a finite number"),

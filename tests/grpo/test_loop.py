@@ -1,5 +1,6 @@
-"""End to end on CPU: `repro-fast train --task toy --steps 2` (with its own quick SFT warm start),
-repeatability with a seed, the KL / accumulation / multi-epoch path, and a custom verifier."""
+"""`repro_fast.grpo.loop` end to end on CPU: `repro-fast train --task toy --steps 2` (with its own quick
+SFT warm start), repeatability with a seed, the KL / accumulation / multi-epoch path, and a custom
+verifier."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import pytest
 from repro_fast.cli import main
 from repro_fast.grpo import GRPOConfig, train
 
-SMALL = dict(prompts_per_step=2, group_size=4, max_new_tokens=40, eval_problems=8, progress=False, plots=False)
+SMALL = dict(
+    prompts_per_step=2, group_size=4, max_new_tokens=40, eval_problems=8, progress=False, plots=False
+)
 REQUIRED = ("step", "reward_mean", "accuracy", "response_length", "time_rollout_s", "time_score_s",
             "time_update_s", "segments_per_rollout", "j_gain_mean")
 
@@ -54,8 +57,9 @@ def test_cli_train_two_steps(cli_run):
 
 
 def test_same_seed_same_run(cli_run, tmp_path):
-    again = train(GRPOConfig(task="toy", init=os.path.join(cli_run, "sft"), steps=2, seed=3, out=str(tmp_path),
-                             compare_naive=True, **SMALL))
+    init = os.path.join(cli_run, "sft")
+    again = train(GRPOConfig(task="toy", init=init, steps=2, seed=3, out=str(tmp_path), compare_naive=True,
+                             **SMALL))
     assert _untimed(_rows(str(tmp_path))) == _untimed(_rows(cli_run))
     assert again["eval"]["2"] == json.load(open(os.path.join(cli_run, "summary.json")))["eval"]["2"]
 

@@ -1,5 +1,6 @@
-"""GRPO loss and advantages: hand-computed cases, TRL's documented formula recomputed
-independently in float64 numpy, gradient accumulation, and old log-probs = RePro's."""
+"""`repro_fast.grpo.loss`: the GRPO loss on hand-computed cases, TRL's documented formula recomputed
+independently in float64 numpy, the k3 KL, gradient accumulation, and `sequence_logprobs` equal to
+RePro's token log-probs (the PPO old log-probs). (`grpo_advantages`: tests/test_advantages.py.)"""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from repro_fast import RePROConfig, RePROScorer, grpo_advantages
+from repro_fast import RePROConfig, RePROScorer
 from repro_fast.grpo.loss import grpo_loss, k3_kl, sequence_logprobs
 
 
@@ -114,23 +115,6 @@ def test_gradient_accumulation_equals_full_batch():
     assert torch.allclose(acc_x.grad, full_x.grad, atol=1e-14)
 
 
-def test_grpo_advantages_hand_computed():
-    # one group of 4: rewards 1, 0, 0, 1 -> mean 0.5, unbiased std sqrt(1/3)
-    a = grpo_advantages([1.0, 0.0, 0.0, 1.0], [7, 7, 7, 7], alpha=0.0)
-    s = math.sqrt(1 / 3)
-    assert torch.allclose(a[:, 0], torch.tensor([0.5, -0.5, -0.5, 0.5]) / (s + 1e-6), atol=1e-6)
-    # with a process advantage and a mask: A + alpha * A_proc, 0 on padding
-    proc = torch.tensor([[1.0, 2.0, 0.0], [0.5, 0.0, 0.0]])
-    mask = torch.tensor([[True, True, False], [True, False, False]])
-    b = grpo_advantages([1.0, 0.0], ["q", "q"], process_advantages=proc, response_mask=mask, alpha=0.1)
-    A = 0.5 / (math.sqrt(0.5) + 1e-6)
-    expected = torch.tensor([[A + 0.1, A + 0.2, 0.0], [-A + 0.05, 0.0, 0.0]])
-    assert torch.allclose(b, expected, atol=1e-6)
-    # a group whose rewards are all equal gives no outcome advantage
-    c = grpo_advantages([1.0, 1.0, 0.0, 0.0], [0, 0, 1, 1], alpha=0.0)
-    assert torch.equal(c, torch.zeros(4, 1))
-
-
 def test_sequence_logprobs_equal_repro_token_logprobs():
     """The loop uses RePROScorer.token_logprobs as the PPO old log-probs: they must equal the
     log-probs the loss computes for the same tokens (ratio = 1 before the first update)."""
@@ -146,7 +130,9 @@ def test_sequence_logprobs_equal_repro_token_logprobs():
         responses.append(tok.encode(text, add_special_tokens=False)[: 5 + 7 * len(responses)])
         answers.append(problem.answer)
     temperature = 0.7
-    res = RePROScorer(model, tok, RePROConfig(temperature=temperature), backend="fast").score(prompts, responses, answers)
+    res = RePROScorer(model, tok, RePROConfig(temperature=temperature), backend="fast").score(
+        prompts, responses, answers
+    )
     with torch.no_grad():
         ours = sequence_logprobs(model, prompts, responses, temperature, pad_id=tok.pad_token_id)
     assert ours.shape == res.token_logprobs.shape

@@ -1,4 +1,5 @@
-"""`repro-fast study`: its intervals and table, and a one-seed smoke run of the command (tiny budgets)."""
+"""`repro_fast.grpo.study` (`repro-fast study`): its intervals and table, and a one-seed smoke run of
+the command (tiny budgets)."""
 
 from __future__ import annotations
 
@@ -49,8 +50,9 @@ def test_table_shows_a_dash_for_a_metric_missing_before_training():
 
 def test_study_one_seed_smoke(tmp_path):
     out = tmp_path / "study"
-    main(["study", "--seeds", "1", "--steps", "1", "--sft-steps", "5", "--eval-problems", "8", "--out", str(out),
-          "--no-progress", "--set", "prompts_per_step=2", "--set", "group_size=2", "--set", "max_new_tokens=24"])
+    main(["study", "--seeds", "1", "--steps", "1", "--sft-steps", "5", "--eval-problems", "8", "--out",
+          str(out), "--no-progress", "--set", "prompts_per_step=2", "--set", "group_size=2", "--set",
+          "max_new_tokens=24"])
     result = json.loads((out / "study.json").read_text())
     base, rep = result["runs"]["plain GRPO"], result["runs"]["GRPO + RePro"]
     assert len(base) == len(rep) == 1

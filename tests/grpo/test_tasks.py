@@ -1,4 +1,6 @@
-"""Training tasks: GSM8K variants from reasoning-gym (offline, seeded) and task lookup."""
+"""`repro_fast.grpo.tasks`: the toy task (its SFT traces verify and re-encode exactly, its eval set is
+fixed, its rollout metric counts re-checks), GSM8K variants from reasoning-gym (offline, seeded) and
+task lookup."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import random
 
 import pytest
 
-from repro_fast.grpo.tasks import GSM8KVariantsTask, get_task
+from repro_fast.grpo.tasks import TOY_MAX_VALUE, GSM8KVariantsTask, ToyTask, get_task
 from repro_fast.grpo.verify import boxed_verifier
 
 
@@ -43,3 +45,21 @@ def test_variants_train_and_sft_sample_from_the_pool_eval_is_real_gsm8k():
 def test_unknown_task_suggests_the_closest():
     with pytest.raises(ValueError, match="gsm8k_variants"):
         get_task("gsm8k_variant")
+
+
+def test_toy_task_traces_verify_and_re_encode_exactly():
+    task = ToyTask()
+    model, tok = task.fresh(seed=0)
+    assert model.get_input_embeddings().weight.shape[0] == len(tok)
+    examples = task.sft_examples(random.Random(0), 40)
+    texts = [response for _, response in examples]
+    assert boxed_verifier(texts, answers=[p.answer for p, _ in examples]) == [1.0] * 40
+    for problem, response in examples:
+        assert 0 <= int(problem.answer) <= TOY_MAX_VALUE
+        assert tok.decode(tok.encode(response, add_special_tokens=False)) == response  # no unknown pieces
+        assert response.count("</think>") == 1 and response.index("</think>") < response.index("\\boxed")
+    rechecks = sum(t.count("Wait, let me check") for t in texts)
+    assert 0 < rechecks and task.rollout_metrics(texts) == {"rechecks_per_rollout": rechecks / 40}
+    assert [p.question for p in task.eval_problems(5)] == [p.question for p in task.eval_problems(5)]
+    train = {p.question for p in task.train_problems(random.Random(1), 5)}
+    assert train != {p.question for p in task.train_problems(random.Random(2), 5)}  # seeded by the caller

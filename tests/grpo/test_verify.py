@@ -1,4 +1,5 @@
-"""The default outcome verifier: last \\boxed{}, numbers compared numerically, strings normalized."""
+"""`repro_fast.grpo.verify`, the default outcome verifier: last \\boxed{}, numbers compared numerically,
+strings normalized."""
 
 from __future__ import annotations
 

@@ -5,7 +5,9 @@ sequence bias on the ``"\\n\\n"`` token makes them contain RePro segments), comp
 advantage and loss, and steps the optimizer. Probes record what TRL hands around; the checks are
 against independent computations (TRL's formula for the outcome advantage, tests/reference.py's
 float64 normalization and reward-to-go, a naive-backend re-score, TRL's own log-prob forward).
-A missing or unsupported trl fails these tests; nothing is skipped.
+Also: soft-capped and logit-scaled heads training two bf16 steps, and a LoRA config on
+``embed_tokens`` (the trainer scores through the adapter). A missing or unsupported trl fails these
+tests; nothing is skipped.
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ import socket
 import subprocess
 import sys
 
+import peft  # the dev extra installs it: a missing peft fails here, never skips
 import pytest
-import torch
-
 import reference as R
-from conftest import make_tiny_model
+import torch
+from conftest import make_scaled_head_model, make_tiny_model
 
 # Plain imports: a missing or unsupported trl must fail these tests, never skip them.
 from datasets import Dataset
@@ -60,12 +62,20 @@ def probed(base):
 
         def _generate_and_score_completions(self, inputs):
             output = super()._generate_and_score_completions(inputs)
-            self.batches.append(dict(inputs=inputs, output=dict(output), last=getattr(self, "repro_last", None),
-                                     weights=copy.deepcopy(self.model.state_dict())))
+            self.batches.append(
+                dict(
+                    inputs=inputs,
+                    output=dict(output),
+                    last=getattr(self, "repro_last", None),
+                    weights=copy.deepcopy(self.model.state_dict()),
+                )
+            )
             return output
 
         def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, **kw):
-            out = super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, **kw)
+            out = super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, **kw
+            )
             if not torch.is_grad_enabled():  # TRL's old-log-prob pass: also run TRL's own forward
                 own = GRPOTrainer._get_per_token_logps_and_entropies(
                     self, model, input_ids, attention_mask, logits_to_keep, **kw)[0]
@@ -73,15 +83,21 @@ def probed(base):
             return out
 
         def _compute_loss(self, model, inputs):
-            self.loss_inputs.append({k: inputs[k] for k in
-                                     ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "advantages")})
+            self.loss_inputs.append(
+                {
+                    k: inputs[k]
+                    for k in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "advantages")
+                }
+            )
             return super()._compute_loss(model, inputs)
 
     return Probe
 
 
 def train(cls, tokenizer, out_dir, *, steps=2, model_seed=0, repro_config=None, **args):
-    data = [{"prompt": f"Question {i}: what is {i} plus {i + 3}?\n", "answer": str(2 * i + 3)} for i in range(8)]
+    data = [
+        {"prompt": f"Question {i}: what is {i} plus {i + 3}?\n", "answer": str(2 * i + 3)} for i in range(8)
+    ]
     config = GRPOConfig(**{
         "output_dir": str(out_dir), "per_device_train_batch_size": 2 * G, "num_generations": G,
         "max_completion_length": 16, "max_steps": steps, "learning_rate": 1e-3, "bf16": False,
@@ -128,10 +144,14 @@ def check_advantages(trainer, tokenizer, alpha, atol, rescore=True):
             ref = naive.score(prompts, completions, answers, group_ids=groups)
             assert result.points == ref.points
             for b in range(len(prompts)):
-                torch.testing.assert_close(result.rewards[b].float(), ref.rewards[b].float(), atol=1e-4, rtol=0)
+                torch.testing.assert_close(
+                    result.rewards[b].float(), ref.rewards[b].float(), atol=1e-4, rtol=0
+                )
 
         # The process part: SPEC §6 in float64 (tests/reference.py) from the raw rewards and points.
-        norm = R.normalize_rewards([r.tolist() for r in result.rewards], groups, trainer.repro_config.normalize)
+        norm = R.normalize_rewards(
+            [r.tolist() for r in result.rewards], groups, trainer.repro_config.normalize
+        )
         width = out["completion_ids"].size(1)
         for b, (c, pts) in enumerate(zip(completions, result.points)):
             expected = torch.zeros(width, dtype=torch.float64)
@@ -161,10 +181,13 @@ def test_fp32_two_steps_advantages_and_reused_old_logps(gpt2_tokenizer, tmp_path
                              repro_config=RePROConfig(alpha=alpha, num_segments=3, think_end=None))
     assert len(trainer.batches) == 1 and len(trainer.loss_inputs) == 2
     rows = check_advantages(trainer, gpt2_tokenizer, alpha, atol=1e-5)
-    assert max(len(p) - 1 for p in trainer.batches[0]["last"]["result"].points) >= 2, "no segments: a weak test"
+    assert max(len(p) - 1 for p in trainer.batches[0]["last"]["result"].points) >= 2, (
+        "no segments: a weak test"
+    )
     assert any(float(adv.std()) > 1e-3 for adv in rows.values()), "process term constant along every row"
 
-    assert trainer.batches[0]["last"]["old_logps_reused"] and logged(trainer, "repro/old_logps_reused") == [1.0]
+    assert trainer.batches[0]["last"]["old_logps_reused"]
+    assert logged(trainer, "repro/old_logps_reused") == [1.0]
     (served, own, mask), = trainer.old_logps
     assert torch.equal(served, own)  # TRL's own forward, bit for bit
     assert torch.equal(served, trainer.batches[0]["last"]["result"].token_logprobs)
@@ -181,8 +204,14 @@ def test_bf16_two_steps(gpt2_tokenizer, tmp_path):
     # forward is RePro's phase 1 in bf16 too: its log-probs stay TRL's own, bit for bit, and the
     # extend step runs under the same autocast.
     alpha = 0.3
-    trainer, initial = train(probed(RePROGRPOTrainer), gpt2_tokenizer, tmp_path, bf16=True, steps_per_generation=2,
-                             repro_config=RePROConfig(alpha=alpha, num_segments=3, think_end=None))
+    trainer, initial = train(
+        probed(RePROGRPOTrainer),
+        gpt2_tokenizer,
+        tmp_path,
+        bf16=True,
+        steps_per_generation=2,
+        repro_config=RePROConfig(alpha=alpha, num_segments=3, think_end=None),
+    )
     check_advantages(trainer, gpt2_tokenizer, alpha, atol=1e-5, rescore=False)
     assert trainer.batches[0]["last"]["old_logps_reused"]
     assert logged(trainer, "repro/old_logps_reused") == [1.0]
@@ -196,9 +225,13 @@ def test_bf16_two_steps(gpt2_tokenizer, tmp_path):
     last = trainer.batches[0]["last"]
     trainer.model.load_state_dict(trainer.batches[0]["weights"])
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        again = trainer.repro_scorer.score_padded(last["prompt_ids"], last["prompt_mask"], last["completion_ids"],
-                                                  last["completion_mask"], [x["answer"] for x in
-                                                                            trainer.batches[0]["inputs"]])
+        again = trainer.repro_scorer.score_padded(
+            last["prompt_ids"],
+            last["prompt_mask"],
+            last["completion_ids"],
+            last["completion_mask"],
+            [x["answer"] for x in trainer.batches[0]["inputs"]],
+        )
     diff = float((again.token_logprobs - own).abs()[mask].max())
     print(f"bf16: scorer's own phase 1 vs TRL log-probs, max |diff| = {diff:.3g}")
     assert diff <= 0.05, diff  # the same policy under bf16 (measured: 0.016), not another distribution
@@ -265,8 +298,14 @@ def test_errors_name_the_argument(gpt2_tokenizer, tmp_path):
         train(RePROGRPOTrainer, gpt2_tokenizer, tmp_path, steps=0, repro_config={"alpha": 0.1})
     model = make_tiny_model("llama")
     data = Dataset.from_list([{"prompt": "Q?\n", "solution": "1"}] * 4)
-    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=4, use_cpu=True,
-                      bf16=False, report_to="none")
+    args = GRPOConfig(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        num_generations=4,
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+    )
     with pytest.raises(ValueError, match="answer_column.*'answer'"):
         RePROGRPOTrainer(model, length_reward, args=args, train_dataset=data, processing_class=gpt2_tokenizer)
 
@@ -287,16 +326,45 @@ def test_unsupported_trl_version_is_refused(monkeypatch):
         importlib.reload(module)
     assert SUPPORTED_TRL == ">=1.16,<1.17"
 
+# ------------------------------------------------------------------------------------------
+# Heads that are not a plain linear layer, and PEFT adapters
+# ------------------------------------------------------------------------------------------
 
-@pytest.mark.slow
-def test_offline_smollm2_loads_trainable():
-    from transformers.trainer_utils import validate_quantization_for_training
 
-    from repro_fast.offline import load_smollm2
+@pytest.mark.parametrize("arch", ["gemma2", "cohere2"])
+def test_trl_trains_two_bf16_steps(gpt2_tokenizer, tmp_path, arch):
+    data = [{"prompt": f"Question {i}: what is {i} plus 3?\n", "answer": str(i + 3)} for i in range(4)]
+    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=4,
+                      max_completion_length=12, max_steps=2, learning_rate=1e-3, bf16=True, use_cpu=True,
+                      seed=0, report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True)
+    trainer = RePROGRPOTrainer(
+        make_scaled_head_model(arch).train(),
+        lambda completions, **kw: [float(len(c) % 3) for c in completions],
+        args=args,
+        train_dataset=Dataset.from_list(data),
+        processing_class=gpt2_tokenizer,
+    )
+    trainer.train()
+    scored = [h["repro/scoring_seconds"] for h in trainer.state.log_history if "repro/scoring_seconds" in h]
+    assert len(scored) == 2
 
-    model, tokenizer = load_smollm2(trainable=True)
-    validate_quantization_for_training(model)  # what the HF Trainer checks; raises for a quantized model
-    assert model.training and all(p.requires_grad and p.dtype == torch.float32 for p in model.parameters())
-    ids = torch.tensor([tokenizer.encode("The answer is 4.")])
-    model(ids, labels=ids).loss.backward()
-    assert model.lm_head.weight.grad is not None and torch.isfinite(model.lm_head.weight.grad).all()
+
+def test_trl_trainer_with_a_lora_config_on_embed_tokens(gpt2_tokenizer, tmp_path):
+    """Fault: ``RePROGRPOTrainer(peft_config=LoraConfig(target_modules=[..., "embed_tokens"]))``
+    failed at construction. Now it trains a step and scores through the adapter."""
+    data = [{"prompt": f"Question {i}: what is {i} plus 3?\n", "answer": str(i + 3)} for i in range(4)]
+    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=4,
+                      max_completion_length=8, max_steps=1, learning_rate=1e-3, bf16=False, use_cpu=True,
+                      seed=0, report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True)
+    lora = peft.LoraConfig(r=4, target_modules=["embed_tokens", "q_proj"], init_lora_weights=False)
+    trainer = RePROGRPOTrainer(
+        make_tiny_model("llama").train(),
+        lambda completions, **kw: [1.0] * len(completions),
+        args=args,
+        train_dataset=Dataset.from_list(data),
+        processing_class=gpt2_tokenizer,
+        peft_config=lora,
+    )
+    assert isinstance(trainer.model, peft.PeftModel)
+    trainer.train()
+    assert any("repro/scoring_seconds" in h for h in trainer.state.log_history)

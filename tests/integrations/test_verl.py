@@ -1,4 +1,5 @@
-"""repro_fast.integrations.verl against verl 0.9.1 itself (run in .venv-verl: .ci/verl_tests.sh).
+"""`repro_fast.integrations.verl` against verl 0.9.1 itself (the tests marked verl run in .venv-verl:
+.ci/verl_tests.sh; without verl the module names what to install).
 
 Everything here runs on CPU: converters, log-probs against verl's own log-prob function, the
 trainer-side step against verl's GRPO estimator, the worker-side step (plain, FSDP2 and FSDP1
@@ -14,11 +15,9 @@ import socket
 import numpy as np
 import pytest
 import torch
+from conftest import make_tiny_model
 
-pytestmark = pytest.mark.verl
-
-from conftest import make_tiny_model  # noqa: E402
-from repro_fast import RePROConfig, RePROScorer  # noqa: E402
+from repro_fast import RePROConfig, RePROScorer
 
 try:
     from tensordict import TensorDict
@@ -33,10 +32,14 @@ except ImportError as e:  # the main venv collects this file and deselects it (-
 
 
 @pytest.fixture(autouse=True)
-def _verl_installed():
-    if _MISSING is not None:  # selected without verl: fail, never skip
+def _verl_installed(request):
+    # a verl test selected without verl: fail, never skip (the rest of this file runs without verl)
+    if _MISSING is not None and request.node.get_closest_marker("verl"):
         pytest.fail(f"verl tests need .venv-verl (.ci/verl_tests.sh): {_MISSING}")
 
+
+# tests/: conftest and this package, importable by the Ray workers
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ANSWERS = ["7", "7", "7", "12", "12", "5"]
 UIDS = ["a", "a", "a", "b", "b", "c"]  # "c" is a group of one
 TEXTS = [
@@ -74,13 +77,21 @@ def _dense_batch(tok, pad_to: int = 0) -> DataProto:
     )
 
 
-def _nested_batch(tok, rows=range(len(TEXTS))) -> TensorDict:
-    """The v1 trainer's TransferQueue layout: jagged prompts, responses and response_mask."""
+def _nested_batch(tok, rows=None) -> TensorDict:
+    """The v1 trainer's TransferQueue layout: jagged prompts, responses and response_mask (of ``rows``,
+    default all)."""
+    rows = range(len(TEXTS)) if rows is None else rows
     prompts = [torch.tensor(tok.encode(TEXTS[b][0])) for b in rows]
     responses = [torch.tensor(tok.encode(TEXTS[b][1])) for b in rows]
     nest = lambda xs: torch.nested.as_nested_tensor(xs, layout=torch.jagged)  # noqa: E731
-    td = TensorDict(dict(prompts=nest(prompts), responses=nest(responses),
-                         response_mask=nest([torch.ones_like(r) for r in responses])), batch_size=[len(prompts)])
+    td = TensorDict(
+        dict(
+            prompts=nest(prompts),
+            responses=nest(responses),
+            response_mask=nest([torch.ones_like(r) for r in responses]),
+        ),
+        batch_size=[len(prompts)],
+    )
     td["uid"] = [UIDS[b] for b in rows]  # NonTensorStack, like DataProto.to_tensordict
     td["reward_model"] = [{"ground_truth": ANSWERS[b]} for b in rows]
     return td
@@ -99,7 +110,9 @@ def scorer(model, gpt2_tokenizer):
 def _reference(scorer, tok):
     """``score()`` on the token-id lists of the whole batch, with the groups: the answer every
     verl path must reproduce."""
-    return scorer.score([tok.encode(p) for p, _ in TEXTS], [tok.encode(r) for _, r in TEXTS], ANSWERS, group_ids=UIDS)
+    return scorer.score(
+        [tok.encode(p) for p, _ in TEXTS], [tok.encode(r) for _, r in TEXTS], ANSWERS, group_ids=UIDS
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -107,6 +120,7 @@ def _reference(scorer, tok):
 # ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.verl
 def test_converters_round_trip_dense_and_nested(gpt2_tokenizer):
     dense = _dense_batch(gpt2_tokenizer, pad_to=40)
     for batch in (dense, dense.to_tensordict()):
@@ -132,6 +146,7 @@ def test_converters_round_trip_dense_and_nested(gpt2_tokenizer):
     assert rv.answers_from_batch(nested) == ANSWERS and rv.non_tensor_list(nested, "uid") == UIDS
 
 
+@pytest.mark.verl
 def test_converter_errors_name_the_argument(gpt2_tokenizer):
     with pytest.raises(TypeError, match="batch: expected a verl DataProto or a TensorDict"):
         rv.scorer_inputs({"prompts": 1})
@@ -143,7 +158,9 @@ def test_converter_errors_name_the_argument(gpt2_tokenizer):
         rv.to_batch_layout(torch.zeros(5, 3), td)
     bad = _dense_batch(gpt2_tokenizer)
     bad.non_tensor_batch["reward_model"][2] = {"answer": "7"}
-    with pytest.raises(ValueError, match=r"batch\['reward_model'\]\[2\]: expected a dict with a 'ground_truth'"):
+    with pytest.raises(
+        ValueError, match=r"batch\['reward_model'\]\[2\]: expected a dict with a 'ground_truth'"
+    ):
         rv.answers_from_batch(bad)
 
 
@@ -152,6 +169,7 @@ def test_converter_errors_name_the_argument(gpt2_tokenizer):
 # ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.verl
 def test_logprobs_equal_verls_logprobs_from_logits(model, scorer, gpt2_tokenizer):
     from verl.utils.torch_functional import logprobs_from_logits
 
@@ -193,6 +211,7 @@ def _grpo_by_hand(r: torch.Tensor) -> torch.Tensor:
     return out
 
 
+@pytest.mark.verl
 @pytest.mark.parametrize("layout", ["dense", "nested"])
 def test_worker_step_split_over_ranks_then_trainer_step(scorer, gpt2_tokenizer, layout):
     """Two 'DP ranks' score halves that split group 'a'; the driver's step on the whole batch
@@ -204,9 +223,14 @@ def test_worker_step_split_over_ranks_then_trainer_step(scorer, gpt2_tokenizer, 
     if layout == "dense":
         halves = [dense[:2], dense[2:]]
     else:
-        halves = [_nested_batch(gpt2_tokenizer, range(2)), _nested_batch(gpt2_tokenizer, range(2, len(TEXTS)))]
+        halves = [
+            _nested_batch(gpt2_tokenizer, range(2)),
+            _nested_batch(gpt2_tokenizer, range(2, len(TEXTS))),
+        ]
     outs = [rv.score_batch(scorer, h) for h in halves]
-    scored = torch.cat([rv.to_dense(o[k], dense.batch["responses"].shape[1]) for o in outs for k in [rv.REWARDS_KEY]])
+    scored = torch.cat(
+        [rv.to_dense(o[k], dense.batch["responses"].shape[1]) for o in outs for k in [rv.REWARDS_KEY]]
+    )
     mask = torch.cat([rv.to_dense(o[rv.MASK_KEY], dense.batch["responses"].shape[1]) for o in outs])
     if layout == "nested":
         assert outs[0][rv.REWARDS_KEY].is_nested
@@ -228,6 +252,7 @@ def test_worker_step_split_over_ranks_then_trainer_step(scorer, gpt2_tokenizer, 
     assert (data.batch["advantages"][~m.bool()] == 0).all()
 
 
+@pytest.mark.verl
 def test_trainer_step_normalizes_over_whole_groups_only(scorer, gpt2_tokenizer):
     """Scope matters: per-half normalization (what a worker could do) differs from the driver's."""
     data = _dense_batch(gpt2_tokenizer)
@@ -251,6 +276,7 @@ class _FakeEngine:
         return contextlib.nullcontext()
 
 
+@pytest.mark.verl
 def test_worker_mixin_on_a_synthetic_batch(model, scorer, gpt2_tokenizer):
     from omegaconf import OmegaConf
 
@@ -295,13 +321,21 @@ def _fsdp_rank(rank: int, world: int, port: int, tok_dir: str, kind: str, out_di
                           device_id=torch.device("cpu"), use_orig_params=True)
             with rv.full_weights(model):
                 scorer = RePROScorer(rv.hf_module(model), tok, CONFIG)
-        sharded = [tuple(p.to_local().shape) if hasattr(p, "to_local") else tuple(p.shape) for p in model.parameters()]
+        sharded = [
+            tuple(p.to_local().shape) if hasattr(p, "to_local") else tuple(p.shape)
+            for p in model.parameters()
+        ]
         batch = _dense_batch(tok)
         mine = batch[:3] if rank == 0 else batch[3:]  # DP dispatch: each rank its share
         outs = [rv.score_batch(scorer, mine, module=model) for _ in range(2)]  # twice: state restored
-        after = [tuple(p.to_local().shape) if hasattr(p, "to_local") else tuple(p.shape) for p in model.parameters()]
-        torch.save(dict(out=outs[1].to_dict(), first=outs[0].to_dict(), same=sharded == after, sharded=sharded),
-                   os.path.join(out_dir, f"{kind}_{rank}.pt"))
+        after = [
+            tuple(p.to_local().shape) if hasattr(p, "to_local") else tuple(p.shape)
+            for p in model.parameters()
+        ]
+        torch.save(
+            dict(out=outs[1].to_dict(), first=outs[0].to_dict(), same=sharded == after, sharded=sharded),
+            os.path.join(out_dir, f"{kind}_{rank}.pt"),
+        )
     finally:
         dist.destroy_process_group()
 
@@ -312,6 +346,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.verl
 @pytest.mark.parametrize("kind", ["fsdp2", "fsdp1"])
 def test_worker_step_under_fsdp_two_ranks(kind, scorer, gpt2_tokenizer, gpt2_tokenizer_dir, tmp_path):
     import torch.multiprocessing as mp
@@ -337,9 +372,9 @@ def test_worker_step_under_fsdp_two_ranks(kind, scorer, gpt2_tokenizer, gpt2_tok
 # ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.verl
 def test_ray_worker_and_driver_steps(scorer, gpt2_tokenizer, gpt2_tokenizer_dir):
     import ray
-
     from verl.trainer.ppo.core_algos import AdvantageEstimator
 
     @ray.remote(num_cpus=1)
@@ -347,13 +382,15 @@ def test_ray_worker_and_driver_steps(scorer, gpt2_tokenizer, gpt2_tokenizer_dir)
         def __init__(self, tok_dir):
             from transformers import GPT2TokenizerFast
 
-            self.scorer = RePROScorer(make_tiny_model("qwen2", seed=3), GPT2TokenizerFast.from_pretrained(tok_dir), CONFIG)
+            self.scorer = RePROScorer(
+                make_tiny_model("qwen2", seed=3), GPT2TokenizerFast.from_pretrained(tok_dir), CONFIG
+            )
 
         def score(self, batch: DataProto) -> TensorDict:
             return rv.score_batch(self.scorer, batch)
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), os.getcwd()])}})
+             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([TESTS, os.getcwd()])}})
     try:
         batch = _dense_batch(gpt2_tokenizer)
         actors = [Scorer.remote(gpt2_tokenizer_dir) for _ in range(2)]
@@ -370,6 +407,7 @@ def test_ray_worker_and_driver_steps(scorer, gpt2_tokenizer, gpt2_tokenizer_dir)
     assert (batch.batch["advantages"] - expected).abs().max() < 1e-4
 
 
+@pytest.mark.verl
 def test_mixins_compose_with_verls_classes():
     """The wiring of examples/verl: the worker method is registered for verl's dispatch, and the
     trainer overrides sit in front of verl's own methods."""
@@ -385,8 +423,21 @@ def test_mixins_compose_with_verls_classes():
     theirs = getattr(ActorRolloutRefWorker.compute_log_prob, MAGIC_ATTR)["dispatch_mode"]
     assert mine["dispatch_fn"].args == theirs["dispatch_fn"].args == ("actor",)
     assert mine["collect_fn"].func is theirs["collect_fn"].func
-    for mixin, base, names in ((rv.RePROTrainerMixin, PPOTrainer, ("_compute_old_log_prob", "_compute_advantage")),
-                               (rv.RePROLegacyTrainerMixin, RayPPOTrainer, ("_compute_old_log_prob", "_update_actor"))):
+    for mixin, base, names in (
+        (rv.RePROTrainerMixin, PPOTrainer, ("_compute_old_log_prob", "_compute_advantage")),
+        (rv.RePROLegacyTrainerMixin, RayPPOTrainer, ("_compute_old_log_prob", "_update_actor")),
+    ):
         cls = type("T", (mixin, base), {})
         for name in names:
             assert getattr(cls, name) is getattr(mixin, name) and callable(getattr(base, name))
+
+
+def test_verl_integration_without_verl_names_what_to_install(monkeypatch):
+    """Fault: importing it without verl said only "No module named 'tensordict'"."""
+    import importlib
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensordict", None)  # as if not installed, in any venv
+    monkeypatch.delitem(sys.modules, "repro_fast.integrations.verl", raising=False)
+    with pytest.raises(ImportError, match="pip install 'verl==0.9.1'"):
+        importlib.import_module("repro_fast.integrations.verl")

@@ -1,4 +1,5 @@
-"""fused_logprob_entropy: outputs and gradients vs the float64 naive reference, both backends.
+"""`repro_fast.ops.logprob_entropy` and its Triton kernels (`triton_logprob_entropy`):
+fused_logprob_entropy outputs and gradients vs the float64 naive reference, both backends.
 
 Tolerances. All paths accumulate in fp32 from the same (possibly bf16/fp16) inputs the fp64
 reference upcasts, so forward errors stay ~1e-5 at every input dtype; we still apply the
@@ -51,7 +52,9 @@ def check_forward(hidden, weight, targets, tau, bias, backend):
     assert torch.isfinite(lp).all() and torch.isfinite(ent).all()
     assert err <= FWD_ATOL, err
     if hidden.dtype in HALF and hidden.shape[0] > 0:
-        base_lp, base_ent = logprob_entropy_naive(hidden, weight, targets, tau, bias=bias, compute_dtype=hidden.dtype)
+        base_lp, base_ent = logprob_entropy_naive(
+            hidden, weight, targets, tau, bias=bias, compute_dtype=hidden.dtype
+        )
         base = max(max_err(base_lp, ref_lp), max_err(base_ent, ref_ent))
         assert err <= 2 * base + 1e-5, (err, base)
     return err
@@ -176,7 +179,10 @@ GRAD_CASES = [
 def test_gradients_match_fp64(backend, dtype, M, H, V):
     hidden, weight, targets, bias = make_inputs(M, H, V, dtype, seed=9, bias=True)
     g = torch.Generator().manual_seed(10)
-    g_lp, g_ent = torch.randn(M, generator=g, dtype=torch.float64), torch.randn(M, generator=g, dtype=torch.float64)
+    g_lp, g_ent = (
+        torch.randn(M, generator=g, dtype=torch.float64),
+        torch.randn(M, generator=g, dtype=torch.float64),
+    )
     tau = 0.7
     fused = lambda h, w, t, tau, b: fused_logprob_entropy(h, w, t, tau, bias=b, backend=backend)  # noqa: E731
     naive = lambda h, w, t, tau, b: logprob_entropy_naive(h, w, t, tau, bias=b, compute_dtype=h.dtype)  # noqa: E731
@@ -222,7 +228,9 @@ def test_env_backend_is_read_at_call_time(backend_env, monkeypatch):
     hidden, weight, targets, _ = make_inputs(3, 8, 20, torch.float32)
     calls = []
     real = le_module.resolve_kernels
-    monkeypatch.setattr(le_module, "resolve_kernels", lambda b, d, name: calls.append(real(b, d, name)) or "torch")
+    monkeypatch.setattr(
+        le_module, "resolve_kernels", lambda b, d, name: calls.append(real(b, d, name)) or "torch"
+    )
     for value, expected in ((None, "torch"), ("auto", "torch"), ("torch", "torch"), ("TRITON", "triton")):
         backend_env(value)
         fused_logprob_entropy(hidden, weight, targets)
@@ -299,14 +307,39 @@ BAD_INPUTS = [
     ("target too big", lambda h, w, t, k: (h, w, t + 20, k), ValueError, r"\[0, V\)"),
     ("target negative", lambda h, w, t, k: (h, w, t - 100, k), ValueError, r"\[0, V\)"),
     ("temperature zero", lambda h, w, t, k: (h, w, t, {**k, "temperature": 0.0}), ValueError, "temperature"),
-    ("temperature negative", lambda h, w, t, k: (h, w, t, {**k, "temperature": -1.0}), ValueError, "temperature"),
-    ("temperature nan", lambda h, w, t, k: (h, w, t, {**k, "temperature": math.nan}), ValueError, "temperature"),
-    ("temperature inf", lambda h, w, t, k: (h, w, t, {**k, "temperature": math.inf}), ValueError, "temperature"),
+    (
+        "temperature negative",
+        lambda h, w, t, k: (h, w, t, {**k, "temperature": -1.0}),
+        ValueError,
+        "temperature",
+    ),
+    (
+        "temperature nan",
+        lambda h, w, t, k: (h, w, t, {**k, "temperature": math.nan}),
+        ValueError,
+        "temperature",
+    ),
+    (
+        "temperature inf",
+        lambda h, w, t, k: (h, w, t, {**k, "temperature": math.inf}),
+        ValueError,
+        "temperature",
+    ),
     ("temperature str", lambda h, w, t, k: (h, w, t, {**k, "temperature": "1"}), TypeError, "temperature"),
     ("temperature bool", lambda h, w, t, k: (h, w, t, {**k, "temperature": True}), TypeError, "temperature"),
-    ("temperature tensor", lambda h, w, t, k: (h, w, t, {**k, "temperature": torch.tensor(1.0)}), TypeError, "temperature"),
+    (
+        "temperature tensor",
+        lambda h, w, t, k: (h, w, t, {**k, "temperature": torch.tensor(1.0)}),
+        TypeError,
+        "temperature",
+    ),
     ("bias shape", lambda h, w, t, k: (h, w, t, {**k, "bias": torch.zeros(19)}), ValueError, "bias"),
-    ("bias dtype", lambda h, w, t, k: (h, w, t, {**k, "bias": torch.zeros(20, dtype=torch.float64)}), TypeError, "bias"),
+    (
+        "bias dtype",
+        lambda h, w, t, k: (h, w, t, {**k, "bias": torch.zeros(20, dtype=torch.float64)}),
+        TypeError,
+        "bias",
+    ),
     ("bias type", lambda h, w, t, k: (h, w, t, {**k, "bias": [0.0] * 20}), TypeError, "bias"),
     ("device mismatch", lambda h, w, t, k: (h, w.to("meta"), t, k), ValueError, "device"),
 ]
@@ -382,7 +415,14 @@ def test_cuda_forward_real_sizes(M, H, V, dtype):
 
 @pytest.mark.cuda
 @cuda
-@pytest.mark.parametrize("M,H,V,dtype", [(4096, 576, 49152, torch.bfloat16), (2048, 4096, 151936, torch.bfloat16), (512, 576, 49152, torch.float32)])
+@pytest.mark.parametrize(
+    "M,H,V,dtype",
+    [
+        (4096, 576, 49152, torch.bfloat16),
+        (2048, 4096, 151936, torch.bfloat16),
+        (512, 576, 49152, torch.float32),
+    ],
+)
 def test_cuda_backward_real_sizes(M, H, V, dtype):
     hidden, weight, targets, bias = make_inputs(M, H, V, dtype, seed=13, device="cuda")
     g = torch.Generator(device="cuda").manual_seed(14)
@@ -438,7 +478,9 @@ def test_fused_logprob_matches_its_naive_twin(backend, M, H, V, dtype, atol, rto
     hidden, weight, targets, bias = make_inputs(M, H, V, dtype, seed=M + H, bias=M % 2 == 1)
     lp = fused_logprob(hidden, weight, targets, 0.7, bias=bias, backend=backend)
     assert lp.dtype == torch.float32 and lp.shape == (M,)
-    torch.testing.assert_close(lp.double(), logprob_naive(hidden, weight, targets, 0.7, bias=bias), atol=atol, rtol=rtol)
+    torch.testing.assert_close(
+        lp.double(), logprob_naive(hidden, weight, targets, 0.7, bias=bias), atol=atol, rtol=rtol
+    )
     # the same log-probs as the op with entropy (another fp32 summation order: ulps apart)
     full, _ = fused_logprob_entropy(hidden, weight, targets, 0.7, bias=bias, backend=backend)
     torch.testing.assert_close(lp, full, atol=atol, rtol=rtol)

@@ -1,4 +1,5 @@
-"""prefix_attention (torch path and Triton kernel) against the float64 reference.
+"""`repro_fast.ops.prefix_limited_attention` and `triton_prefix_attention`: prefix_attention
+(torch path and Triton kernel) against the float64 reference.
 
 The reference writes the mask out element by element; the torch path builds it vectorized and
 runs SDPA; the Triton kernel never builds it. Sizes are awkward on purpose: head dims that are

@@ -1,4 +1,5 @@
-"""segment_select (torch path and Triton kernel) against the reference loop, with exact ties."""
+"""`repro_fast.ops.segment_select` and `triton_segment_select`: segment_select (torch path and
+Triton kernel) against the reference loop, with exact ties."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One `RePROGRPOTrainer` step on fixed completions, for tests/test_trl.py's process-count test.
+"""One `RePROGRPOTrainer` step on fixed completions, for tests/integrations/test_trl.py's process-count test.
 
 Run as ``python grpo_one_batch.py OUT.json TOKENIZER_DIR`` (one process) or under
 ``accelerate launch --cpu --num_processes 2`` (two). The global batch is 3 prompts x 4
@@ -12,7 +12,8 @@ import os
 import re
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
+TESTS = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, TESTS)  # tests/: conftest, reference
 
 import torch  # noqa: E402
 from accelerate.utils import gather_object  # noqa: E402
@@ -37,7 +38,9 @@ def completion(row: int, answer: str) -> str:
 
 def main(out_path: str, tokenizer_dir: str) -> None:
     tok = GPT2TokenizerFast.from_pretrained(tokenizer_dir)
-    data = [{"prompt": f"What is {a} plus {b}?\n", "answer": str(a + b)} for a, b in ((3, 4), (12, 9), (25, 17))]
+    data = [
+        {"prompt": f"What is {a} plus {b}?\n", "answer": str(a + b)} for a, b in ((3, 4), (12, 9), (25, 17))
+    ]
     answer_of = {d["prompt"]: d["answer"] for d in data}
 
     def rollout(prompts, trainer):
@@ -54,9 +57,18 @@ def main(out_path: str, tokenizer_dir: str) -> None:
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     args = GRPOConfig(
-        output_dir=os.path.join(os.path.dirname(out_path), f"run{world}"), per_device_train_batch_size=ROWS // world,
-        num_generations=GROUP, max_completion_length=64, max_steps=1, bf16=False, use_cpu=True, seed=0,
-        report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True,
+        output_dir=os.path.join(os.path.dirname(out_path), f"run{world}"),
+        per_device_train_batch_size=ROWS // world,
+        num_generations=GROUP,
+        max_completion_length=64,
+        max_steps=1,
+        bf16=False,
+        use_cpu=True,
+        seed=0,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+        disable_tqdm=True,
     )
     trainer = RePROGRPOTrainer(
         make_tiny_model("llama", seed=0), correct, args=args, train_dataset=Dataset.from_list(data),
