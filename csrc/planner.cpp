@@ -1,5 +1,5 @@
 // See planner.hpp. Every rule here must give the same result as the Python planner
-// (repro_fast/segments.py), bit for bit; tests/test_planner_cpp.py checks it.
+// (repro_fast/segments.py), bit for bit; tests/test_segments.py checks it.
 
 #include "planner.hpp"
 

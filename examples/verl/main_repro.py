@@ -1,5 +1,5 @@
 """verl's ``main_ppo`` (v1 trainer) with RePro process advantages. NOT RUN in this repository's CI
-(it needs GPUs and vLLM); the two steps it wires in are tested on CPU by tests/test_verl.py.
+(it needs GPUs and vLLM); the two steps it wires in are tested on CPU by tests/integrations/test_verl.py.
 
 What changes against ``python -m verl.trainer.main_ppo``:
 - the actor worker is ``RePROWorker`` (``ActorRolloutRefWorker`` + ``compute_repro_rewards``);

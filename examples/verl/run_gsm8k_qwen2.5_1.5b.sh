@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GRPO + RePro on GSM8K with Qwen2.5-1.5B-Instruct, verl 0.9.1 (v1 trainer, FSDP2, vLLM), one
 # node of 8 GPUs. NOT RUN in this repository's CI: it needs GPUs, vLLM and the model and data
-# downloads. The two RePro steps it wires in are tested on CPU by tests/test_verl.py.
+# downloads. The two RePro steps it wires in are tested on CPU by tests/integrations/test_verl.py.
 #
 # Setup (GPU machine): pip install "verl[vllm]==0.9.1" and this package with
 #   pip install --no-deps --no-build-isolation -e .
