@@ -11,6 +11,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_ruff_is_clean():
     # ruff comes with the dev extra: missing, this fails (never skips).
-    run = subprocess.run([sys.executable, "-m", "ruff", "check", "repro_fast", "tests", "benchmarks", "examples"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    command = [sys.executable, "-m", "ruff", "check", "repro_fast", "tests", "benchmarks", "examples"]
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, f"ruff check failed:\n{run.stdout[-4000:]}\n{run.stderr[-2000:]}"
