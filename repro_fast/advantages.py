@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import itertools
 import numbers
 from collections.abc import Hashable, Sequence
 
@@ -20,7 +21,7 @@ from repro_fast.config import (
     check_real,
     check_sequence,
 )
-from repro_fast.rewards import EPS, normalize_rewards, place, reward_to_go, scope_ids
+from repro_fast.rewards import EPS, normalize_pooled, reward_to_go_at_points, scope_ids
 
 
 def process_advantages(
@@ -36,18 +37,36 @@ def process_advantages(
     check_sequence(points, "points", n)
     check_group_ids(group_ids, n)
     raw = [check_float_vector(r, f"rewards[{b}]", check_finite=False) for b, r in enumerate(rewards)]
-    if raw and not torch.isfinite(torch.cat(raw)).all():  # one check for the batch, then find the row
+    counts = [r.numel() for r in raw]
+    pooled = torch.cat(raw) if raw else torch.zeros(0, dtype=torch.float64)
+    if not torch.isfinite(pooled).all():  # one check for the batch, then find the row
         b = next(b for b, r in enumerate(raw) if not torch.isfinite(r).all())
         raise ValueError(f"rewards[{b}]: contains NaN or inf")
-    pts = [check_points(p, f"points[{b}]") for b, p in enumerate(points)]
-    for b, (r, p) in enumerate(zip(raw, pts)):
+    pts = check_points_batch(points, counts, width)
+    normalized = normalize_pooled(pooled, counts, normalize, group_ids)
+    return reward_to_go_at_points(normalized, counts, pts, width).to(device or "cpu")
+
+
+def check_points_batch(points: Sequence, counts: list[int], width: int) -> list[list[int]]:
+    """Every trajectory's points as int lists, ``0 = P_0 < P_1 < ... <= width``, with one more point
+    than rewards; checked in bulk (numpy) and then, only on failure, row by row for the message."""
+    all_ints = (all(type(p) is list for p in points)
+                and set(map(type, itertools.chain.from_iterable(points))) <= {int})
+    pts = points if all_ints else [check_points(p, f"points[{b}]") for b, p in enumerate(points)]
+    lengths = np.array([len(p) for p in pts], dtype=np.int64)
+    flat = np.fromiter(itertools.chain.from_iterable(pts), dtype=np.int64, count=int(lengths.sum()))
+    firsts = np.cumsum(lengths) - lengths
+    rising = np.diff(flat) > 0
+    rising[(firsts[1:] - 1)[lengths[1:] > 0]] = True  # pairs across two rows are not compared
+    ok = (lengths >= 1) & (lengths - 1 == np.array(counts, dtype=np.int64))
+    if ok.all() and (flat[firsts] == 0).all() and rising.all() and (flat <= width).all():
+        return pts
+    for b, (r, p) in enumerate(zip(counts, pts)):  # the first bad row, named
         if not p or p[0] != 0 or any(x >= y for x, y in zip(p, p[1:])) or p[-1] > width:
             raise ValueError(f"points[{b}]: expected 0 = P_0 < P_1 < ... <= width = {width}, got {p}")
-        if r.numel() != len(p) - 1:
-            raise ValueError(f"rewards[{b}]: expected {len(p) - 1} values (one per point after P_0), "
-                             f"got {r.numel()}")
-    placed = place(normalize_rewards(raw, normalize, group_ids), pts, width)
-    return reward_to_go(placed).to(device=device or "cpu", dtype=torch.float32)
+        if r != len(p) - 1:
+            raise ValueError(f"rewards[{b}]: expected {len(p) - 1} values (one per point after P_0), got {r}")
+    raise AssertionError("unreachable: the bulk check failed but no row did")
 
 
 def grpo_advantages(

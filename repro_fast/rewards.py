@@ -64,12 +64,21 @@ def normalize_rewards(
     rewards: list[torch.Tensor], normalize: str, group_ids: Sequence[Hashable] | None
 ) -> list[torch.Tensor]:
     """SPEC §6: ``r' = (r - mu) / (sigma + 1e-6)`` over all placed rewards of a scope
-    (population std). One pass of scatter-adds over the pooled rewards: O(total rewards)."""
-    scopes = scope_ids(normalize, len(rewards), group_ids)
-    if scopes is None or not rewards:  # "none"
-        return [r.clone() for r in rewards]
+    (population std), one tensor per trajectory."""
+    if not rewards:
+        return []
     counts = [r.numel() for r in rewards]
     pooled = torch.cat(rewards).to(torch.float64)
+    return list(normalize_pooled(pooled, counts, normalize, group_ids).split(counts))
+
+
+def normalize_pooled(pooled: torch.Tensor, counts: list[int], normalize: str,
+                     group_ids: Sequence[Hashable] | None) -> torch.Tensor:
+    """`normalize_rewards` on the rewards of every trajectory back to back (``counts[b]`` each):
+    one pass of scatter-adds, O(total rewards), float64."""
+    scopes = scope_ids(normalize, len(counts), group_ids)
+    if scopes is None or not counts:  # "none"
+        return pooled.clone()
     scope_of = torch.repeat_interleave(torch.tensor(scopes, dtype=torch.long), torch.tensor(counts))
     n_scopes = max(scopes) + 1
     size = torch.zeros(n_scopes, dtype=torch.float64).index_add_(0, scope_of, torch.ones_like(pooled))
@@ -77,7 +86,7 @@ def normalize_rewards(
     mean = torch.zeros(n_scopes, dtype=torch.float64).index_add_(0, scope_of, pooled) / size
     centered = pooled - mean[scope_of]  # two passes, as torch.var does: no cancellation
     var = torch.zeros(n_scopes, dtype=torch.float64).index_add_(0, scope_of, centered * centered) / size
-    return list((centered / (var.sqrt()[scope_of] + EPS)).split(counts))
+    return centered / (var.sqrt()[scope_of] + EPS)
 
 
 def place(values: list[torch.Tensor], points: list[list[int]], n_max: int) -> torch.Tensor:
@@ -88,6 +97,33 @@ def place(values: list[torch.Tensor], points: list[list[int]], n_max: int) -> to
         rows = np.repeat(np.arange(len(values)), counts)
         cols = np.concatenate([np.asarray(p[1:], dtype=np.int64) for p in points]) - 1
         out[torch.from_numpy(rows), torch.from_numpy(cols)] = torch.cat(values).to(torch.float64)
+    return out
+
+
+def reward_to_go_at_points(values: torch.Tensor, counts: list[int], points: list[list[int]],
+                           width: int) -> torch.Tensor:
+    """SPEC §6 process advantage, float32 ``[N, width]``, from the normalized rewards of every
+    trajectory back to back (``counts[b] = m_b``): ``A_t`` is constant on each chunk
+    ``[P_{j-1}, P_j)`` (the sum of ``r'_j, ..., r'_m``) and 0 from ``P_m`` on. The suffix sums
+    are taken in float64 over the m values of each row, then each is written once as float32, so
+    the dense output costs one pass, not a cumsum over ``[N, width]``."""
+    out = torch.zeros(len(counts), width, dtype=torch.float32)
+    if not values.numel():
+        return out
+    values = values.to(torch.float64)
+    ends = torch.tensor(counts).cumsum(0)
+    # Suffix sums within each row: a reverse cumsum of the whole batch minus what follows the row.
+    suffix = values.flip(0).cumsum(0).flip(0)
+    after_row = torch.cat([suffix, suffix.new_zeros(1)])[ends]
+    suffix = suffix - torch.repeat_interleave(after_row, torch.tensor(counts))
+    flat_points = np.concatenate([np.asarray(p, dtype=np.int64) for p in points])
+    starts = np.cumsum([len(p) for p in points]) - np.array([len(p) for p in points])
+    chunk = np.diff(flat_points)  # P_j - P_{j-1}; the steps across rows are dropped next
+    keep = np.ones(len(chunk), dtype=bool)
+    keep[(starts[1:] - 1)] = False  # the pair (last point of row b, P_0 of row b + 1)
+    covered = np.array([p[-1] for p in points])  # columns [0, P_m) carry a value
+    filled = torch.repeat_interleave(suffix.to(torch.float32), torch.from_numpy(chunk[keep]))
+    out[torch.from_numpy(np.arange(width)[None, :] < covered[:, None])] = filled
     return out
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 import reference as R
 import torch
@@ -100,3 +101,21 @@ def test_normalize_rewards_edges():
     kept = normalize_rewards(raw, "none", None)
     assert kept[0] is not raw[0] and torch.equal(kept[0], raw[0])  # a copy, unchanged
     assert normalize_rewards([], "batch", None) == []
+
+
+def test_reward_to_go_at_points_equals_the_dense_cumsum():
+    """The chunk-wise fill (suffix sums in float64, written once as float32) equals the dense
+    reward-to-go of the placed rewards, rows without rewards and P_m < width included."""
+    from repro_fast.rewards import reward_to_go, reward_to_go_at_points
+
+    rng = np.random.default_rng(3)
+    width = 23
+    points = [[0, *sorted(rng.choice(np.arange(1, width + 1), rng.integers(0, 6), replace=False).tolist())]
+              for _ in range(40)]
+    values = [torch.from_numpy(rng.normal(size=len(p) - 1)) for p in points]
+    counts = [len(p) - 1 for p in points]
+    got = reward_to_go_at_points(torch.cat(values), counts, points, width)
+    expected = reward_to_go(place(values, points, width)).float()
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+    assert (got[[b for b, c in enumerate(counts) if c == 0]] == 0).all()
