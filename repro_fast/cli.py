@@ -296,6 +296,7 @@ def _inspect(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The ``repro-fast`` command: parse ``argv`` and run one subcommand; usage errors exit with 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
     command = subparsers(parser)[args.command]

@@ -18,6 +18,7 @@ PLANNER_CHOICES = ("auto", "cpp", "python")
 
 
 def triton_interpret() -> bool:
+    """True when Triton runs its kernels in the interpreter (``TRITON_INTERPRET=1``, CPU tests)."""
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 

@@ -80,10 +80,12 @@ class ModelAdapter:
 
     @property
     def head(self) -> torch.nn.Module:
+        """The LM head, looked up now (it may have been replaced since the last call)."""
         return self.model.get_output_embeddings()
 
     @property
     def device(self) -> torch.device:
+        """Where the LM head\'s weight lives: the device of every scorer output."""
         return self.head.weight.device
 
     @property

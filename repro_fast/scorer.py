@@ -163,6 +163,7 @@ class RePROScorer:
 
     @property
     def config(self) -> RePROConfig:
+        """The `RePROConfig` in use; assign a new one to change settings (the backend follows)."""
         return self._config
 
     @config.setter

@@ -252,6 +252,7 @@ class GRPOConfig:
         self.optimizer_steps_per_step = self.epochs * (self.rollout_batch_size // mini)
 
     def to_dict(self) -> dict:
+        """Every field as JSON-ready values (a callable verifier by its name), for config.json."""
         d = dataclasses.asdict(self)
         if callable(self.verifier):
             d["verifier"] = getattr(self.verifier, "__name__", "callable")
@@ -259,6 +260,7 @@ class GRPOConfig:
 
     @classmethod
     def settable_fields(cls) -> list[str]:
+        """The fields a user may set (the derived batch sizes are not)."""
         return [f.name for f in dataclasses.fields(cls) if f.init]
 
 

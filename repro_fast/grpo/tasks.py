@@ -112,6 +112,7 @@ class Task:
     cpu_threads: int | None = None  # torch intra-op threads on CPU (None: torch's default)
 
     def encode_prompt(self, tokenizer, problem: Problem) -> list[int]:
+        """The prompt's token ids as the policy sees them (plain text here; chat tasks override)."""
         return tokenizer.encode(problem.question, add_special_tokens=False)
 
     def rollout_metrics(self, texts: list[str]) -> dict[str, float]:
@@ -131,11 +132,15 @@ def load_checkpoint(path: str):
 
 
 def save_checkpoint(model, tokenizer, path: str) -> None:
+    """Save ``model`` and ``tokenizer`` into the folder ``path`` (read back by `load_checkpoint`)."""
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
 
 
 class ToyTask(Task):
+    """Synthetic arithmetic with a 0.5M-parameter model (CPU minutes); half its SFT traces carry
+    redundant "Wait, let me check ..." segments, the overthinking RePro should remove."""
+
     name = "toy"
     default_lr = 5e-5
     default_max_new_tokens = 96
@@ -180,6 +185,8 @@ def _gsm8k_prompt(problem: GSM8KProblem) -> Problem:
 
 
 class GSM8KTask(Task):
+    """Real GSM8K test problems (80 to train, the rest held out) with SmolLM2-135M-Instruct."""
+
     name = "gsm8k"
     think_end = None
     default_lr = 1e-6

@@ -178,6 +178,8 @@ class RePROWorkerMixin:
 
     @register(dispatch_mode=make_nd_compute_dataproto_dispatch_fn(mesh_name="actor"))
     def compute_repro_rewards(self, data: TensorDict) -> TensorDict:
+        """Score this rank's share of the batch with the actor's current weights; returns the raw
+        rewards, their mask and the scorer's log-probs as ``repro_*`` fields (README, verl)."""
         engine = self.actor.engine
         if self._repro_scorer is None:
             fields = dict(self.config.get("repro", {}) or {})

@@ -149,6 +149,8 @@ class _LogprobEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, targets, bias, temperature, with_entropy, kernels, chunk_rows):
+        """fp32 ``(log p(target), entropy or None)`` per row, by Triton (``kernels="triton"``) or
+        chunked torch; saves what the backward needs."""
         if kernels == "triton":
             targets = targets.contiguous()
             bias = bias.contiguous() if bias is not None else None
