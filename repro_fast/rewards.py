@@ -5,6 +5,7 @@ checks here: the callers (`repro_fast.scorer`, `repro_fast.advantages`) pass val
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Hashable, Sequence
 
 import numpy as np
@@ -105,26 +106,35 @@ def reward_to_go_at_points(values: torch.Tensor, counts: list[int], points: list
     """SPEC §6 process advantage, float32 ``[N, width]``, from the normalized rewards of every
     trajectory back to back (``counts[b] = m_b``): ``A_t`` is constant on each chunk
     ``[P_{j-1}, P_j)`` (the sum of ``r'_j, ..., r'_m``) and 0 from ``P_m`` on. The suffix sums
-    are taken in float64 over the m values of each row, then each is written once as float32, so
-    the dense output costs one pass, not a cumsum over ``[N, width]``."""
-    out = torch.zeros(len(counts), width, dtype=torch.float32)
+    are taken in float64 over the m values of each row; then one `repeat_interleave` writes the
+    whole output row by row (each row: its chunks, then a zero run to ``width``), instead of a
+    cumsum over ``[N, width]``."""
+    n = len(counts)
     if not values.numel():
-        return out
-    values = values.to(torch.float64)
-    ends = torch.tensor(counts).cumsum(0)
+        return torch.zeros(n, width, dtype=torch.float32)
+    m = np.asarray(counts, dtype=np.int64)
+    lengths = m + 1  # points per row
+    flat_points = np.fromiter(itertools.chain.from_iterable(points), dtype=np.int64, count=int(lengths.sum()))
     # Suffix sums within each row: a reverse cumsum of the whole batch minus what follows the row.
+    values = values.to(torch.float64)
     suffix = values.flip(0).cumsum(0).flip(0)
-    after_row = torch.cat([suffix, suffix.new_zeros(1)])[ends]
-    suffix = suffix - torch.repeat_interleave(after_row, torch.tensor(counts))
-    flat_points = np.concatenate([np.asarray(p, dtype=np.int64) for p in points])
-    starts = np.cumsum([len(p) for p in points]) - np.array([len(p) for p in points])
-    chunk = np.diff(flat_points)  # P_j - P_{j-1}; the steps across rows are dropped next
-    keep = np.ones(len(chunk), dtype=bool)
-    keep[(starts[1:] - 1)] = False  # the pair (last point of row b, P_0 of row b + 1)
-    covered = np.array([p[-1] for p in points])  # columns [0, P_m) carry a value
-    filled = torch.repeat_interleave(suffix.to(torch.float32), torch.from_numpy(chunk[keep]))
-    out[torch.from_numpy(np.arange(width)[None, :] < covered[:, None])] = filled
-    return out
+    after_row = torch.cat([suffix, suffix.new_zeros(1)])[torch.from_numpy(np.cumsum(m))]
+    suffix = suffix - torch.repeat_interleave(after_row, torch.from_numpy(m))
+    # Chunk lengths P_j - P_{j-1}: consecutive points of one row (pairs across rows dropped).
+    steps = np.diff(flat_points)
+    first_point = np.cumsum(lengths) - lengths
+    steps = np.delete(steps, first_point[1:] - 1)
+    last_point = flat_points[first_point + m]  # P_m of each row
+    # Row b's runs sit at [first_run[b], first_run[b] + m_b]: its m chunks, then the zero run.
+    row = np.repeat(np.arange(n), m)
+    chunk_slots = np.arange(len(row)) + row
+    zero_slots = np.cumsum(m) + np.arange(n)
+    run_values = torch.zeros(len(row) + n, dtype=torch.float32)
+    run_values[torch.from_numpy(chunk_slots)] = suffix.to(torch.float32)
+    run_lengths = np.empty(len(row) + n, dtype=np.int64)
+    run_lengths[chunk_slots] = steps
+    run_lengths[zero_slots] = width - last_point
+    return torch.repeat_interleave(run_values, torch.from_numpy(run_lengths)).view(n, width)
 
 
 def reward_to_go(placed: torch.Tensor) -> torch.Tensor:
