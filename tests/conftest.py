@@ -15,6 +15,12 @@ import shutil
 import pytest
 import torch
 
+# Triton reads TRITON_INTERPRET when a kernel is defined: set it here, before any test module
+# imports repro_fast, so that any subset of the tests in any order can run the kernels on a CPU
+# (kernels="auto" still picks the torch path on CPU tensors).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 GPT2_VOCAB = 50257
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
