@@ -41,14 +41,7 @@ def check_output_file(path: str, *, name: str = "out", inputs: tuple[str, ...] =
         raise UsageError(f"{name}: {path!r} is a folder; expected a file path")
     if os.path.exists(path) and not overwrite:
         raise UsageError(f"{name}: {path!r} exists; pass --overwrite to replace it, or choose another path")
-    parent = os.path.dirname(os.path.abspath(path))
-    existing = parent
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise UsageError(f"{name}: cannot create {path!r}: {existing!r} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"{name}: cannot write {path!r}: folder {existing!r} is not writable")
+    _check_can_create(path, name, what="file")
 
 
 def make_out_dir(out: str, name: str = "out") -> None:
@@ -84,15 +77,16 @@ def read_manifest(folder: str) -> dict | None:
     return data
 
 
-def _check_can_create(out: str, name: str) -> None:
-    """Without touching the disk: ``out`` (not there yet) can be created and written."""
+def _check_can_create(out: str, name: str, what: str = "folder") -> None:
+    """Without touching the disk: ``out`` (a ``what``, file or folder, not there yet) can be
+    created: its nearest existing ancestor is a writable folder."""
     existing = os.path.dirname(os.path.abspath(out))
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
-        raise UsageError(f"{name}: cannot create folder {out!r}: Not a directory ({existing!r} is a file)")
+        raise UsageError(f"{name}: cannot create {what} {out!r}: Not a directory ({existing!r} is a file)")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"{name}: cannot create folder {out!r}: folder {existing!r} is not writable")
+        raise UsageError(f"{name}: cannot create {what} {out!r}: folder {existing!r} is not writable")
 
 
 @dataclasses.dataclass

@@ -195,3 +195,15 @@ def smollm2():
     tok = AutoTokenizer.from_pretrained(d, gguf_file=SMOLLM2_GGUF)
     model = AutoModelForCausalLM.from_pretrained(d, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
     return model.eval(), tok
+
+
+@pytest.fixture
+def cpp():
+    """The C++ planner extension (`repro_fast._C`); a missing build fails the test, never skips it."""
+    from repro_fast import dispatch
+
+    ext = dispatch.cpp_extension()
+    if ext is None:
+        pytest.fail(f"repro_fast._C is not built ({dispatch._extension_error}); "
+                    "reinstall with pip install -e .")
+    return ext

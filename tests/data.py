@@ -19,3 +19,18 @@ def gsm8k_examples(n: int = 3, think_end: str | None = None, start: int = 0) -> 
         (p.question, p.chain_of_thought(think_end=think_end), p.answer)
         for p in gsm8k_problems()[start : start + n]
     ]
+
+
+# Three trajectories most model-family tests score: a CoT with a think end, an empty response,
+# and a short one of several segments.
+FAMILY_TEXTS = [
+    "First we add.\n\nThen we check 7 + 8 = 15.\nSo far so good?\nYes.\n\n\n\nDone</think>\\boxed{4}",
+    "",
+    "a.\n\nb.\n\nc.\n\nd.",
+]
+
+
+def family_batch(tok):
+    """``(prompts, responses, answers, group_ids)`` of `FAMILY_TEXTS` in ``tok``'s ids."""
+    prompts = [tok.encode("Question: 2+2?"), tok.encode("Hi"), [5, 6, 7, 8, 9, 10, 11]]
+    return prompts, [tok.encode(t) for t in FAMILY_TEXTS], ["4", "4", "12"], [0, 0, 1]

@@ -18,16 +18,6 @@ ENV = dispatch.PLANNER_ENV
 
 
 @pytest.fixture
-def cpp():
-    ext = dispatch.cpp_extension()
-    if ext is None:
-        pytest.fail(
-            f"repro_fast._C is not built ({dispatch._extension_error}); reinstall with pip install -e ."
-        )
-    return ext
-
-
-@pytest.fixture
 def fresh_switch(monkeypatch):
     """Forget the extension's import result, before and after the test."""
     monkeypatch.setattr(dispatch, "_extension", dispatch._UNSET)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_scaled_head_model
+from data import family_batch
 
 from repro_fast import RePROConfig, RePROScorer
 from repro_fast.model import ModelAdapter, scoring_mode, text_config
@@ -23,18 +24,6 @@ from repro_fast.model import ModelAdapter, scoring_mode, text_config
 BAD = (ValueError, TypeError)
 Q = [15496, 995, 30]  # "Hello world?" in GPT-2's BPE
 Y = [64, 13, 628, 65, 269, 628, 67, 304, 13, 628, 69]  # three segments
-TEXTS = [
-    "First we add.\n\nThen we check 7 + 8 = 15.\nSo far so good?\nYes.\n\n\n\nDone</think>\\boxed{4}",
-    "",
-    "a.\n\nb.\n\nc.\n\nd.",
-]
-
-
-def _batch(tok):
-    prompts = [tok.encode("Question: 2+2?"), tok.encode("Hi"), [5, 6, 7, 8, 9, 10, 11]]
-    return prompts, [tok.encode(t) for t in TEXTS], ["4", "4", "12"], [0, 0, 1]
-
-
 def _own_stats(model, q, y, temperature):
     """log p(y_t) and the entropy at every response position, from the model's own forward."""
     with torch.no_grad():
@@ -91,7 +80,7 @@ def test_train_mode_scored_without_dropout_and_restored(gpt2_tokenizer, tiny_mod
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.5
     scorer = RePROScorer(model, gpt2_tokenizer, RePROConfig(num_segments=3), backend=backend)
-    batch = _batch(gpt2_tokenizer)
+    batch = family_batch(gpt2_tokenizer)
     reference = scorer.score(*batch)  # eval mode
     model.train()
     again = scorer.score(*batch)

@@ -18,7 +18,7 @@ import reference as R
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from repro_fast import RePROConfig, dispatch
+from repro_fast import RePROConfig
 from repro_fast.segments import Planner, _byte_level_alphabet, decode, tables_for
 
 HYPO = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -163,16 +163,6 @@ def test_prefix_decoding_path_equals_text_rule(gpt2_tokenizer):
 # ==========================================================================================
 # The C++ planner: the Python planner's plans, bit for bit
 # ==========================================================================================
-
-
-@pytest.fixture
-def cpp():
-    ext = dispatch.cpp_extension()
-    if ext is None:
-        pytest.fail(
-            f"repro_fast._C is not built ({dispatch._extension_error}); reinstall with pip install -e ."
-        )
-    return ext
 
 
 def both(planner: Planner, batch):

@@ -25,7 +25,7 @@ import pytest
 import reference as R
 import torch
 from conftest import TINY_ARCHS
-from data import DOT, GT, LTSLASH, NL, NLNL, QM, SPACE, THINK, gsm8k_examples
+from data import DOT, FAMILY_TEXTS, GT, LTSLASH, NL, NLNL, QM, SPACE, THINK, family_batch, gsm8k_examples
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -297,18 +297,6 @@ def test_batch_with_0_to_k_candidates_and_cost_from_real_points(tiny_llama, gpt2
 # ==========================================================================================
 
 
-FAMILY_TEXTS = [
-    "First we add.\n\nThen we check 7 + 8 = 15.\nSo far so good?\nYes.\n\n\n\nDone</think>\\boxed{4}",
-    "",
-    "a.\n\nb.\n\nc.\n\nd.",
-]
-
-
-def _family_batch(tok):
-    prompts = [tok.encode("Question: 2+2?"), tok.encode("Hi"), [5, 6, 7, 8, 9, 10, 11]]
-    return prompts, [tok.encode(t) for t in FAMILY_TEXTS], ["4", "4", "12"], [0, 0, 1]
-
-
 def _tiny(family: str):
     import transformers as tf
 
@@ -329,7 +317,7 @@ def _tiny(family: str):
 def test_fast_matches_naive_other_families(gpt2_tokenizer, family):
     model = _tiny(family)
     config = RePROConfig(num_segments=3)
-    batch = _family_batch(gpt2_tokenizer)
+    batch = family_batch(gpt2_tokenizer)
     naive = RePROScorer(model, gpt2_tokenizer, config, backend="naive").score(*batch)
     fast = RePROScorer(model, gpt2_tokenizer, config, backend="fast").score(*batch)
     assert fast.points == naive.points
@@ -343,7 +331,7 @@ def test_fast_matches_naive_other_families(gpt2_tokenizer, family):
 def test_gemma2_logits_match_its_own_forward(gpt2_tokenizer):
     """Soft-capped logits: token log-probs equal log_softmax of the model's own forward."""
     model = _tiny("gemma2")
-    prompts, responses, answers, _ = _family_batch(gpt2_tokenizer)
+    prompts, responses, answers, _ = family_batch(gpt2_tokenizer)
     res = RePROScorer(model, gpt2_tokenizer, RePROConfig(num_segments=3)).score(
         prompts[:1], responses[:1], answers[:1])
     ids = torch.tensor([prompts[0] + responses[0]])
@@ -358,7 +346,7 @@ def test_gemma2_logits_match_its_own_forward(gpt2_tokenizer):
 def test_fp16_fast_close_to_naive(gpt2_tokenizer, tiny_model_factory):
     model = tiny_model_factory("llama").to(torch.float16)
     config = RePROConfig(num_segments=3)
-    batch = _family_batch(gpt2_tokenizer)
+    batch = family_batch(gpt2_tokenizer)
     naive = RePROScorer(model, gpt2_tokenizer, config, backend="naive").score(*batch)
     fast = RePROScorer(model, gpt2_tokenizer, config, backend="fast").score(*batch)
     assert fast.points == naive.points
