@@ -2,13 +2,14 @@
 and ``LM head(hidden) -> (log-prob, entropy)``, the head applied only to the rows each quantity
 needs (never full-vocabulary logits everywhere); the one forward over ``[q, y]`` that gives every
 response token's log-prob and entropy (phase 1, and the trainer's `sequence_logprobs`); the
-record of a trainer's own forward (`ModelAdapter.capture`); `scoring_mode`."""
+record of a trainer's own forward (`ModelAdapter.capture`) or generation
+(`ModelAdapter.capture_generation`); `scoring_mode`."""
 
 from __future__ import annotations
 
 import contextlib
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -59,6 +60,38 @@ class CapturedForward:
     cache: object = None
     position_ids: torch.Tensor | None = None  # as the trainer passed them (None: 0, 1, ... per column)
     calls: int = 0
+
+
+@dataclass
+class CapturedGeneration:
+    """What `ModelAdapter.capture_generation` recorded of a trainer's ``model.generate(...)``: the
+    decoder calls of one sequence of cached steps (prefill, then one column per sampled token).
+
+    Each call's fed ``input_ids``, last hidden states and position ids are kept per call (joined
+    by `joined`); ``cache`` is the one KV cache every call extended; ``attention_mask`` is the
+    last call's (``[B, columns fed]``); ``autocast``: ``(enabled, dtype)`` when the first call ran,
+    so that the scorer's own steps over this cache run in the same precision."""
+
+    input_ids: list = field(default_factory=list)
+    hidden: list = field(default_factory=list)
+    position_ids: list = field(default_factory=list)
+    attention_mask: torch.Tensor | None = None
+    cache: object = None
+    autocast: tuple[bool, torch.dtype] | None = None
+    calls: int = 0
+    broken: str | None = None  # why the calls are not one sequence of cached steps
+
+    @property
+    def columns_fed(self) -> int:
+        """Columns the decoder was fed, all calls together (prompt width + sampled - 1)."""
+        return sum(ids.shape[1] for ids in self.input_ids)
+
+    def joined(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Fed tokens ``[B, L]``, hidden states ``[B, L, H]`` and position ids (None when the model
+        numbered the columns itself) of all calls, column after column."""
+        positions = None if any(p is None for p in self.position_ids) else torch.cat(
+            [p.expand(self.input_ids[i].shape[0], -1) for i, p in enumerate(self.position_ids)], dim=1)
+        return torch.cat(self.input_ids, dim=1), torch.cat(self.hidden, dim=1), positions
 
 
 class ModelAdapter:
@@ -151,6 +184,47 @@ class ModelAdapter:
         def after(module, args, kwargs, out):
             record.calls += 1
             record.hidden, record.cache = out.last_hidden_state, _cache_of(out)
+
+        handles = [decoder.register_forward_pre_hook(before, with_kwargs=True),
+                   decoder.register_forward_hook(after, with_kwargs=True)]
+        try:
+            yield record
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    @contextlib.contextmanager
+    def capture_generation(self):
+        """Record every decoder call of a trainer's ``model.generate(...)``: a prefill over the
+        prompts, then one call per sampled column, each extending the KV cache of the one before.
+        A call that starts a new cache (a second ``generate``) or changes the batch marks the
+        record ``broken``: it is then no phase 1 of one batch."""
+        decoder, record = self.model.get_decoder(), CapturedGeneration()
+
+        def before(module, args, kwargs):
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            cache = kwargs.get(self._cache_arg)
+            if ids is None:
+                record.broken = "a decoder call without input_ids (inputs_embeds)"
+            elif record.calls and (cache is not record.cache or ids.shape[0] != record.input_ids[0].shape[0]):
+                record.broken = "more than one generation (or a changed batch) inside one capture"
+            if record.broken is None:
+                record.input_ids.append(ids.detach())
+                record.position_ids.append(kwargs.get("position_ids"))
+                record.attention_mask = kwargs.get("attention_mask")
+                if record.calls == 0:
+                    device_type = ids.device.type
+                    record.autocast = (torch.is_autocast_enabled(device_type),
+                                       torch.get_autocast_dtype(device_type))
+            return args, kwargs
+
+        def after(module, args, kwargs, out):
+            record.calls += 1
+            if record.broken is None:
+                record.hidden.append(out.last_hidden_state.detach())
+                record.cache = _cache_of(out)
+                if record.cache is None:
+                    record.broken = "the decoder returned no KV cache"
 
         handles = [decoder.register_forward_pre_hook(before, with_kwargs=True),
                    decoder.register_forward_hook(after, with_kwargs=True)]

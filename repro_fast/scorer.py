@@ -14,7 +14,8 @@ One `score()` call (`RePROScorer._score`) reads top to bottom::
                                             (advantages.py, SPEC §6)
 
 `score_padded` unpads a trainer's tensors and calls `score`; `score_phase1` takes phase 1 from
-the trainer's own forward and runs select, J and result.
+the trainer's own forward, `score_generation` from the trainer's own ``generate`` (one more cached
+step and the head), and both run select, J (`_select_and_extend`) and result.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from repro_fast.config import (
     check_type,
 )
 from repro_fast.dispatch import resolve_kernels, resolve_planner
-from repro_fast.model import CapturedForward, ModelAdapter, ResponsePass, scoring_mode
+from repro_fast.model import CapturedForward, CapturedGeneration, ModelAdapter, ResponsePass, scoring_mode
 from repro_fast.rewards import place, segment_scores
 from repro_fast.segments import Plan, Planner
 from repro_fast.selection import select_points
@@ -357,23 +358,106 @@ class RePROScorer:
         _check_phase1(phase1, masks[0], n, lq, lc, token_logprobs, token_entropies)
         items = self._items(prompts, completions, answers, group_ids)
         plans = self._plans(items)
-        k, counts = self.config.num_segments, [plan.num_points(self.config.num_segments) for plan in plans]
-        lengths = [len(it.response) for it in items]
         real = masks[1].to(self.adapter.device)
         packed_lp = token_logprobs.detach()[real].float()
         packed_ent = token_entropies.detach()[real].float()
-        group = list(range(n))
         with scoring_mode(self.model):
             if items:
                 self.adapter.verify(items[0].prompt[:8].tolist())
-            chosen = select_points(packed_ent, lengths, plans, k, self.kernels)
-            rows = _captured_pass(phase1, packed_lp, packed_ent, [len(q) for q in prompts], lq, lc)
-            values = self.backend.answer_logprobs(items, group, chosen, counts, rows)
-        phase1.hidden = phase1.cache = None  # the caller's record no longer pins them
-        out = StageOutputs([group], [packed_lp], [packed_ent], [chosen], [values])
+            out = self._select_and_extend(phase1, items, plans, packed_lp, packed_ent, lq, lc)
         result = self._result(items, plans, out, group_ids, lc)
         result.token_logprobs = token_logprobs
         return result
+
+    def _select_and_extend(self, record: CapturedForward, items: list[Item], plans: list[Plan],
+                           packed_lp: torch.Tensor, packed_ent: torch.Tensor, lq: int,
+                           lc: int) -> StageOutputs:
+        """Select (SPEC §4) and J (the extend step) of one recorded pass over ``[q | y]`` in a
+        trainer's layout (``lq`` prompt columns, ``lc`` completion columns), whose packed token
+        statistics are given: the whole batch is one micro-batch."""
+        k = self.config.num_segments
+        counts = [plan.num_points(k) for plan in plans]
+        lengths = [len(it.response) for it in items]
+        group = list(range(len(items)))
+        chosen = select_points(packed_ent, lengths, plans, k, self.kernels)
+        rows = _captured_pass(record, packed_lp, packed_ent, [len(it.prompt) for it in items], lq, lc)
+        values = self.backend.answer_logprobs(items, group, chosen, counts, rows)
+        record.hidden = record.cache = None  # the caller's record no longer pins them
+        return StageOutputs([group], [packed_lp], [packed_ent], [chosen], [values])
+
+    def capture_generation(self):
+        """A context manager that records phase 1 from the trainer's own sampling.
+
+        Inside the block, call ``model.generate(input_ids=prompt_ids, attention_mask=prompt_mask,
+        ...)`` of this scorer's model once: left-padded prompts, one sequence per row, the default
+        dynamic KV cache. Its prefill and decoding steps are one pass over ``[q | y]`` (the last
+        sampled token aside) whose hidden states and KV cache are phase 1, so RePro adds one more
+        cached step, selection and the extend step::
+
+            with scorer.capture_generation() as generation:
+                sequences = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, ...)
+            completion_ids = sequences[:, prompt_ids.shape[1]:]
+            result = scorer.score_generation(generation, prompt_ids, prompt_mask, completion_ids,
+                                             completion_mask, answers, group_ids)
+        """
+        if self.backend_name != "fast":
+            raise TypeError("capture_generation: needs backend='fast' (the naive backend keeps no KV cache)")
+        return self.adapter.capture_generation()
+
+    def score_generation(self, generation, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                         completion_ids: torch.Tensor, completion_mask: torch.Tensor, answers: Sequence[str],
+                         group_ids: Sequence[Hashable] | None = None) -> RePROResult:
+        """`score_padded` whose phase 1 is the trainer's ``model.generate`` call, recorded by
+        `capture_generation`.
+
+        ``prompt_ids`` / ``prompt_mask``: the left-padded tensors ``generate`` was given;
+        ``completion_ids``: the columns it sampled (a trainer may pad them further: those columns
+        must be masked); ``completion_mask``: 1 on each completion's real tokens (up to and
+        including its first EOS). The record is checked against them: every token the decoder
+        was fed must be the one given here. Token log-probs and entropies come from the scorer's
+        head on the recorded hidden states, in the precision the generation ran in (its
+        autocast state is recorded and restored), and agree with `score_padded` within that
+        precision's bound (cached decoding sums in another order than one forward).
+        """
+        with self._lock:
+            return self._score_generation(generation, prompt_ids, prompt_mask, completion_ids,
+                                          completion_mask, answers, group_ids)
+
+    def _score_generation(self, generation, prompt_ids, prompt_mask, completion_ids, completion_mask, answers,
+                          group_ids) -> RePROResult:
+        prompts, completions, masks = self._unpadded(prompt_ids, prompt_mask, completion_ids, completion_mask)
+        _check_left_padded(masks[0], "score_generation")
+        check_type(generation, "generation", CapturedGeneration, "the record of capture_generation()")
+        lq, lc = prompt_ids.shape[1], completion_ids.shape[1]
+        fed, hidden, positions, mask = _generated_layout(generation, prompt_ids, masks[0], completion_ids,
+                                                         masks[1])
+        sampled = fed.shape[1] - lq + 1  # completion columns generate produced; the last one never fed
+        items = self._items(prompts, completions, answers, group_ids)
+        plans = self._plans(items)
+        device = self.adapter.device
+        enabled, dtype = generation.autocast
+        with scoring_mode(self.model), torch.autocast(device.type, dtype=dtype, enabled=enabled):
+            if items:
+                self.adapter.verify(items[0].prompt[:8].tolist())
+            # One more cached step, as generate would take it: the key and value of the last sampled
+            # column (a prefix may end there) and the hidden state after it.
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            last_position = None if positions is None else positions[:, -1:] + 1
+            last_ids = completion_ids[:, sampled - 1: sampled].to(device)
+            last, _ = self.adapter.hidden(last_ids, mask, last_position, cache=generation.cache,
+                                          use_cache=True)
+            hidden = torch.cat([hidden, last], dim=1)
+            record = CapturedForward(hidden=hidden, cache=generation.cache, position_ids=positions, calls=1)
+            generation.hidden, generation.cache = [], None  # the caller's record no longer pins them
+            # Row b, column lq - 1 + t predicts y[t].
+            starts = np.arange(len(items)) * hidden.shape[1] + lq - 1
+            index = np.concatenate([s + np.arange(len(it.response)) for s, it in zip(starts, items)] or [[]])
+            targets = np.concatenate([it.response for it in items] or [[]]).astype(np.int64)
+            packed_lp, packed_ent = self.adapter.head_stats(
+                hidden.flatten(0, 1)[torch.from_numpy(index.astype(np.int64)).to(device)],
+                torch.from_numpy(targets).to(device))
+            out = self._select_and_extend(record, items, plans, packed_lp, packed_ent, lq, sampled)
+        return self._result(items, plans, out, group_ids, lc)
 
     def _unpadded(self, prompt_ids, prompt_mask, completion_ids, completion_mask):
         """The real tokens of each row of a trainer's padded tensors, and the two boolean masks."""
@@ -487,14 +571,79 @@ def _breaks_padded_layout(mask: torch.Tensor, prompt: bool) -> torch.Tensor:
     return rises > 0  # a real token after padding
 
 
+def _check_left_padded(prompt_mask: torch.Tensor, caller: str) -> None:
+    """A trainer's pass (its forward or its generation) sees the prompts flush against the completions."""
+    if prompt_mask.shape[0] and not prompt_mask[:, -1].all():
+        row = int((~prompt_mask[:, -1]).nonzero()[0])
+        raise ValueError(f"prompt_mask: row {row} is not left-padded; {caller} needs the prompts "
+                         "flush against the completions (use score_padded for other layouts)")
+
+
+def _generated_layout(generation: CapturedGeneration, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                      completion_ids: torch.Tensor, completion_mask: torch.Tensor):
+    """The recorded generation's fed tokens ``[N, lq + s - 1]``, hidden states, position ids and
+    attention mask, checked against the tensors given: ``s`` sampled columns, every fed token the one given
+    (the prompts' pad columns aside), the same prompt mask, and nothing real past column ``s``."""
+    if generation.broken is not None:
+        raise ValueError(f"generation: not one generate() call of one batch: {generation.broken}")
+    if generation.calls == 0:
+        raise ValueError("generation: no decoder call was recorded; call model.generate(...) of the "
+                         "scorer's model inside capture_generation()")
+    fed, hidden, positions = generation.joined()
+    n, lq, lc = prompt_ids.shape[0], prompt_ids.shape[1], completion_ids.shape[1]
+    if fed.shape[0] != n:
+        raise ValueError(f"generation: it sampled {fed.shape[0]} rows, expected {n} (one per prompt_ids row; "
+                         "num_return_sequences must be 1: repeat the prompts instead)")
+    sampled = fed.shape[1] - lq + 1
+    if not 1 <= sampled <= lc:
+        raise ValueError(f"generation: its decoder was fed {fed.shape[1]} columns, expected prompt_ids' {lq} "
+                         f"plus at most {lc - 1} sampled ones (completion_ids has {lc} columns)")
+    _check_cache_columns(generation.cache, fed.shape[1], "generation")
+    mask = generation.attention_mask
+    if mask is None:  # generate leaves out a mask of ones (no row padded)
+        mask = torch.ones(fed.shape, dtype=torch.long, device=fed.device)
+    if tuple(mask.shape) != tuple(fed.shape):
+        raise ValueError(f"generation: its decoder calls got no [N, columns fed] = {list(fed.shape)} "
+                         f"attention mask (got {list(mask.shape)}); pass a 2-D attention_mask to generate()")
+    fed = fed.cpu()
+    real_prompt = prompt_mask.cpu()
+    if not torch.equal(fed[:, :lq][real_prompt], prompt_ids.detach().cpu()[real_prompt]):
+        raise ValueError("prompt_ids: not the prompts generate() was given")
+    if not torch.equal(mask[:, :lq].cpu().bool(), real_prompt):
+        raise ValueError("prompt_mask: not the attention mask generate() was given")
+    real = completion_mask.cpu()
+    if real[:, sampled:].any():
+        raise ValueError(f"completion_mask: real tokens past column {sampled}, the last one generate() "
+                         "sampled")
+    given = completion_ids.detach().cpu()[:, : sampled - 1]
+    if not torch.equal(fed[:, lq:][real[:, : sampled - 1]], given[real[:, : sampled - 1]]):
+        raise ValueError("completion_ids: not the tokens generate() sampled")
+    if not mask[:, lq:].cpu().bool()[real[:, : sampled - 1]].all():
+        raise ValueError("generation: a real completion token was hidden from attention while sampling")
+    return fed, hidden, positions, mask
+
+
+def _check_cache_columns(cache, width: int, name: str = "phase1") -> None:
+    """Phase 2 indexes the cache by column: every layer must hold all ``width`` columns (a
+    sliding-window layer drops its oldest keys; a static cache is preallocated longer)."""
+    for i, layer in enumerate(getattr(cache, "layers", ())):
+        if getattr(layer, "max_cache_len", None) is not None:
+            raise ValueError(f"{name}: layer {i} of the KV cache is a {type(layer).__name__}: a static cache "
+                             "cannot be extended by the answer copies; use the default dynamic cache")
+        keys = getattr(layer, "keys", None)
+        if keys is None or keys.shape[-2] != width:
+            held = None if keys is None else keys.shape[-2]
+            raise ValueError(f"{name}: layer {i} of the KV cache ({type(layer).__name__}) holds {held} "
+                             f"columns, expected all {width} columns fed; a "
+                             "sliding-window layer shorter than the sequence or a static cache cannot be "
+                             "extended. Use score_padded")
+
+
 def _check_phase1(phase1, prompt_mask: torch.Tensor, n: int, lq: int, lc: int, token_logprobs,
                   token_entropies) -> None:
     """`score_phase1`'s own arguments: left-padded prompts, one recorded decoder call with its KV
     cache over ``[prompt_ids | completion_ids]``, and float ``[N, Lc]`` token statistics."""
-    if n and not prompt_mask[:, -1].all():
-        row = int((~prompt_mask[:, -1]).nonzero()[0])
-        raise ValueError(f"prompt_mask: row {row} is not left-padded; score_phase1 needs the prompts "
-                         "flush against the completions (use score_padded for other layouts)")
+    _check_left_padded(prompt_mask, "score_phase1")
     check_type(phase1, "phase1", CapturedForward, "the record of capture_phase1()")
     if phase1.calls != 1 or phase1.cache is None:
         raise ValueError(f"phase1: expected one decoder call with its KV cache inside capture_phase1(), "
@@ -513,6 +662,7 @@ def _captured_pass(phase1: CapturedForward, logprobs: torch.Tensor, entropies: t
     """A trainer's captured forward as the phase-1 `ResponsePass` the fast backend extends: its
     layout is left-padded prompts + right-padded completions, so ``y[0]`` sits at column ``lq``
     and the pad columns ``[0, lq - |q|)`` are no key of any answer copy."""
+    _check_cache_columns(phase1.cache, lq + lc)
     n = len(prompt_lengths)
     offset = np.full(n, lq)
     key_start = lq - np.array(prompt_lengths, dtype=np.int64)

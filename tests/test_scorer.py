@@ -1,6 +1,7 @@
 """`RePROScorer` (SPEC §7): bad inputs raise ValueError / TypeError naming the argument and the
 trajectory index; points and scores on cases derivable by hand; `score_padded` and ``width``;
-`capture_phase1` + `score_phase1` (phase 1 from a trainer's own forward) against `score_padded`;
+`capture_phase1` + `score_phase1` (phase 1 from a trainer's own forward) and `capture_generation` +
+`score_generation` (from its own sampling) against `score_padded`;
 scoring inside autocast; config assignment; the faults a hostile user found (each test reproduces
 one and checks the fix); and the ways trainers hold a model and a tokenizer (added tokens, threads,
 ``torch.compile``, PEFT adapters), each scored like the plain model."""
@@ -522,6 +523,155 @@ def test_score_phase1_bad_records_and_layouts_are_named(gpt2_tokenizer):
         scorer.score_phase1(twice, pi, pm, ci, cm, answers, **kwargs)
     with pytest.raises(TypeError, match="backend='fast'"):
         RePROScorer(model, gpt2_tokenizer, backend="naive").capture_phase1()
+
+
+def test_a_cache_that_dropped_columns_is_refused(gpt2_tokenizer):
+    """A sliding-window layer keeps only its last keys: phase 2 would index the wrong columns."""
+    import transformers as tf
+
+    torch.manual_seed(0)
+    config = tf.Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                            num_key_value_heads=2, vocab_size=50257, use_sliding_window=True,
+                            sliding_window=4, max_window_layers=0)
+    model = tf.AutoModelForCausalLM.from_config(config).eval()
+    scorer = RePROScorer(model, gpt2_tokenizer)
+    pi, pm, ci, cm, answers, groups = trainer_batch(gpt2_tokenizer)
+    with scorer.capture_phase1() as phase1:
+        logps, entropies = trainer_forward(model, pi, pm, ci, cm)
+    with pytest.raises(ValueError, match=r"phase1: layer 0 of the KV cache .* holds 3 columns, expected all"):
+        scorer.score_phase1(phase1, pi, pm, ci, cm, answers, groups,
+                            token_logprobs=logps, token_entropies=entropies)
+
+
+# ------------------------------------------------------------------------------------------
+# capture_generation + score_generation: phase 1 from a trainer's own sampling
+# ------------------------------------------------------------------------------------------
+
+# Completions drawn from a few tokens, "?" ending them, so that rows stop at different lengths
+# and carry segment boundaries ("\n\n", ".\n").
+GENERATION_TOKENS = [A_, B_, X_, Y_, DOT, NL, NLNL, SPACE, QM]
+
+
+def trainer_generate(model, tok, seed: int = 0, max_new_tokens: int = 14, **kwargs):
+    """What TRL's transformers path runs: left-padded prompts, one sampled sequence per row, the
+    completion mask cut after the first EOS. Returns the four tensors, answers and group ids."""
+    prompts = [tok.encode("Hello world?"), tok.encode("Q"), tok.encode("Question: what is 2 + 5?"),
+               tok.encode("Q")]
+    lq = max(map(len, prompts))
+    prompt_ids = torch.tensor([[0] * (lq - len(q)) + q for q in prompts])
+    prompt_mask = torch.tensor([[0] * (lq - len(q)) + [1] * len(q) for q in prompts])
+    torch.manual_seed(seed)
+    sequences = model.generate(
+        input_ids=prompt_ids, attention_mask=prompt_mask, do_sample=True, max_new_tokens=max_new_tokens,
+        eos_token_id=QM, pad_token_id=0, prefix_allowed_tokens_fn=lambda b, ids: GENERATION_TOKENS, **kwargs)
+    completion_ids = sequences[:, lq:]
+    is_eos = completion_ids == QM
+    ends = torch.where(is_eos.any(1), is_eos.int().argmax(1), completion_ids.shape[1])
+    completion_mask = (torch.arange(completion_ids.shape[1])[None] <= ends[:, None]).long()
+    return prompt_ids, prompt_mask, completion_ids, completion_mask, ["7", "3", "7", "12"], [0, 0, 1, 1]
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "gpt2"])
+def test_score_generation_agrees_with_score_padded_in_fp32(gpt2_tokenizer, arch):
+    model = make_tiny_model(arch)
+    scorer = RePROScorer(model, gpt2_tokenizer, RePROConfig(num_segments=3))
+    with scorer.capture_generation() as generation:
+        pi, pm, ci, cm, answers, groups = trainer_generate(model, gpt2_tokenizer)
+    lengths = cm.sum(1).tolist()
+    assert len(set(lengths)) > 1 and max(lengths) == ci.shape[1]  # rows stopped apart; the longest is cut
+    got = scorer.score_generation(generation, pi, pm, ci, cm, answers, groups)
+    expected = scorer.score_padded(pi, pm, ci, cm, answers, groups)
+    assert sum(len(p) for p in got.points) > 2 * len(groups)  # some rows have inner points
+    assert got.points == expected.points
+    for b in range(len(groups)):
+        torch.testing.assert_close(got.nll[b], expected.nll[b], atol=1e-4, rtol=0)
+        torch.testing.assert_close(got.rewards[b], expected.rewards[b], atol=1e-4, rtol=0)
+    for field in ("token_logprobs", "token_entropies"):
+        torch.testing.assert_close(getattr(got, field), getattr(expected, field), atol=1e-4, rtol=0)
+    torch.testing.assert_close(got.process_advantages, expected.process_advantages, atol=1e-3, rtol=0)
+    assert torch.equal(got.response_mask, expected.response_mask)
+    assert generation.cache is None and generation.hidden == []  # the record no longer pins them
+
+
+def test_score_generation_agrees_with_score_padded_under_bf16_autocast(gpt2_tokenizer):
+    model = make_tiny_model("llama")
+    scorer = RePROScorer(model, gpt2_tokenizer, RePROConfig(num_segments=3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with scorer.capture_generation() as generation:
+            pi, pm, ci, cm, answers, groups = trainer_generate(model, gpt2_tokenizer)
+        expected = scorer.score_padded(pi, pm, ci, cm, answers, groups)
+    # Scored outside the autocast block: the generation's precision is recorded and restored.
+    got = scorer.score_generation(generation, pi, pm, ci, cm, answers, groups)
+    fp32 = scorer.score_padded(pi, pm, ci, cm, answers, groups)
+    real = cm.bool()
+    bf16_gap = (got.token_logprobs - expected.token_logprobs)[real].abs().max()
+    fp32_gap = (got.token_logprobs - fp32.token_logprobs)[real].abs().max()
+    assert bf16_gap < fp32_gap  # it ran in bf16, like the generation, not in fp32
+    for b in range(len(groups)):  # bf16: the README's bound, as for score() vs the naive backend
+        if got.points[b] == expected.points[b]:
+            bound = 1e-2 + 1e-2 * float(expected.nll[b].abs().max())
+            torch.testing.assert_close(got.nll[b], expected.nll[b], atol=bound, rtol=0)
+
+
+def test_score_generation_bad_records_and_layouts_are_named(gpt2_tokenizer):
+    model = make_tiny_model("llama")
+    scorer = RePROScorer(model, gpt2_tokenizer)
+
+    def recorded(**kwargs):
+        with scorer.capture_generation() as generation:
+            tensors = trainer_generate(model, gpt2_tokenizer, **kwargs)
+        return generation, tensors
+
+    generation, (pi, pm, ci, cm, answers, groups) = recorded()
+    with pytest.raises(TypeError, match="generation: expected the record of capture_generation"):
+        scorer.score_generation(object(), pi, pm, ci, cm, answers)
+    changed = ci.clone()
+    changed[0, 0] = B_ if int(ci[0, 0]) != B_ else A_
+    with pytest.raises(ValueError, match="completion_ids: not the tokens generate"):
+        scorer.score_generation(generation, pi, pm, changed, cm, answers)
+    with pytest.raises(ValueError, match="prompt_ids: not the prompts"):
+        scorer.score_generation(generation, pi.flip(0), pm.flip(0), ci, cm, answers)
+    wider_mask = torch.cat([cm, cm[:, -1:]], 1)  # the rows that reached the last column go on
+    wider_ids = torch.cat([ci, torch.zeros_like(ci[:, :1])], 1)
+    with pytest.raises(ValueError, match="completion_mask: real tokens past column"):
+        scorer.score_generation(generation, pi, pm, wider_ids, wider_mask, answers)
+    right = torch.stack([torch.roll(r, int((r == 0).sum())) for r in pm])
+    with pytest.raises(ValueError, match="prompt_mask: row 0 is not left-padded; score_generation"):
+        scorer.score_generation(generation, pi, right, ci, cm, answers)
+    with scorer.capture_generation() as twice:
+        trainer_generate(model, gpt2_tokenizer)
+        trainer_generate(model, gpt2_tokenizer)
+    with pytest.raises(ValueError, match="more than one generation"):
+        scorer.score_generation(twice, pi, pm, ci, cm, answers)
+    with pytest.raises(ValueError, match="no decoder call was recorded"):
+        with scorer.capture_generation() as empty:
+            pass
+        scorer.score_generation(empty, pi, pm, ci, cm, answers)
+    generation, (pi, pm, ci, cm, answers, groups) = recorded(num_return_sequences=2)
+    with pytest.raises(ValueError, match="generation: it sampled 8 rows, expected 4"):
+        scorer.score_generation(generation, pi, pm, ci[::2], cm[::2], answers)
+    generation, (pi, pm, ci, cm, answers, groups) = recorded(cache_implementation="static",
+                                                             disable_compile=True)
+    with pytest.raises(ValueError, match="static cache cannot be extended"):
+        scorer.score_generation(generation, pi, pm, ci, cm, answers)
+    with pytest.raises(TypeError, match="backend='fast'"):
+        RePROScorer(model, gpt2_tokenizer, backend="naive").capture_generation()
+
+
+def test_a_trainer_may_pad_completions_past_the_sampled_columns(gpt2_tokenizer):
+    """TRL pads to ``pad_to_multiple_of``: extra masked columns, outputs as wide as the trainer's."""
+    model = make_tiny_model("qwen2")
+    scorer = RePROScorer(model, gpt2_tokenizer, RePROConfig(num_segments=3))
+    with scorer.capture_generation() as generation:
+        pi, pm, ci, cm, answers, groups = trainer_generate(model, gpt2_tokenizer)
+    extra = 3
+    ci_wide = torch.cat([ci, torch.zeros(ci.shape[0], extra, dtype=ci.dtype)], 1)
+    cm_wide = torch.cat([cm, torch.zeros(cm.shape[0], extra, dtype=cm.dtype)], 1)
+    got = scorer.score_generation(generation, pi, pm, ci_wide, cm_wide, answers, groups)
+    expected = scorer.score_padded(pi, pm, ci_wide, cm_wide, answers, groups)
+    assert got.token_logprobs.shape == (4, ci.shape[1] + extra)
+    assert got.points == expected.points
+    torch.testing.assert_close(got.process_advantages, expected.process_advantages, atol=1e-3, rtol=0)
 
 
 # ------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ if tuple(int(x) for x in _trl_version.split(".")[:2] if x.isdigit()) != (1, 16):
 import torch  # noqa: E402
 from accelerate.utils import gather_object  # noqa: E402
 from trl import GRPOTrainer  # noqa: E402
+from trl.trainer.utils import pad  # noqa: E402
 
 from repro_fast import RePROConfig, RePROResult, RePROScorer, process_advantages  # noqa: E402
 
@@ -72,6 +73,18 @@ class RePROGRPOTrainer(GRPOTrainer):
         # forward also runs on self.model without grad and could be taken for it: not then.
         self._repro_reuse_logps = (
             self.repro_scorer.backend_name == "fast" and not (self.beta != 0.0 and self.ref_model is None)
+        )
+        # Otherwise TRL's own sampling is phase 1 (`capture_generation`): transformers' generate with
+        # one sequence per prompt row and a dynamic KV cache, the cache that the answer copies extend.
+        generate_every = self.args.steps_per_generation * self.num_iterations
+        runs_old_logps = self.args.gradient_accumulation_steps % generate_every != 0 or self.use_vllm
+        gen = getattr(self, "generation_config", None)
+        self._repro_from_generation = (
+            self.repro_scorer.backend_name == "fast" and gen is not None and not self.use_vllm
+            and not self.use_transformers_continuous_batching
+            and not (runs_old_logps and self._repro_reuse_logps)
+            and gen.cache_implementation in (None, "dynamic") and (gen.num_beams or 1) == 1
+            and (gen.num_return_sequences or 1) == 1 and getattr(gen, "prefill_chunk_size", None) is None
         )
         self._repro_batch: dict | None = None
         self.repro_last: dict | None = None
@@ -133,6 +146,46 @@ class RePROGRPOTrainer(GRPOTrainer):
         batch["seconds"], batch["reused"] = seconds, True
         return torch.cat(logps)
 
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations,
+                              has_tool_images=False):
+        batch = self._repro_batch
+        capture = (self._repro_from_generation and batch is not None and batch["result"] is None
+                   and len(prompt_ids) == len(batch["answers"]))
+        if not capture:
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                 has_tool_images)
+        scorer = self.repro_scorer
+        with scorer.capture_generation() as generation:
+            completion_ids, logprobs = super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+        began = time.perf_counter()
+        batch["result"] = scorer.score_generation(
+            generation, *self._generated_layout(prompt_ids, completion_ids, generation),
+            batch["answers"], group_ids=batch["group_ids"])
+        batch["seconds"], batch["from_generation"] = time.perf_counter() - began, True
+        return completion_ids, logprobs
+
+    def _generated_layout(self, prompt_ids, completion_ids, generation):
+        """The tensors `generate` saw and sampled, as TRL's generation path lays them out: prompts
+        left-padded (with TRL's ``pad_to_multiple_of``), completions right-padded to the sampled
+        columns, masked after the first EOS (TRL's lists end there)."""
+        device = self.accelerator.device
+        prompts = [torch.tensor(ids) for ids in prompt_ids]
+        masks = [torch.ones_like(q) for q in prompts]
+        prompt_tensors = [
+            pad(rows, padding_value=value, padding_side="left", pad_to_multiple_of=self.pad_to_multiple_of)
+            for rows, value in ((prompts, self._tokenizer.pad_token_id), (masks, 0))
+        ]
+        sampled = generation.columns_fed - prompt_tensors[0].shape[1] + 1
+        width = max([sampled] + [len(c) for c in completion_ids])
+        completion_tensor = torch.full((len(completion_ids), width), self._tokenizer.pad_token_id)
+        completion_mask = torch.zeros((len(completion_ids), width), dtype=torch.long)
+        for row, ids in enumerate(completion_ids):
+            completion_tensor[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            completion_mask[row, : len(ids)] = 1
+        return (*(t.to(device) for t in prompt_tensors), completion_tensor.to(device),
+                completion_mask.to(device))
+
     def _generate_and_score_completions(self, inputs):
         mode = "train" if self.model.training else "eval"
         group_size = self.num_generations if mode == "train" else self.num_generations_eval
@@ -149,8 +202,8 @@ class RePROGRPOTrainer(GRPOTrainer):
         offset = self.accelerator.process_index * len(inputs)
         group_ids = [(offset + i) // group_size for i in range(len(inputs))]
         padded = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")  # TRL's output keys
-        self._repro_batch = batch = dict(answers=answers, group_ids=group_ids, result=None,
-                                         seconds=0.0, asked_old_logps=False, reused=False)
+        self._repro_batch = batch = dict(answers=answers, group_ids=group_ids, result=None, seconds=0.0,
+                                         asked_old_logps=False, reused=False, from_generation=False)
         try:
             output = super()._generate_and_score_completions(inputs)
             if "tool_mask" in output:
@@ -191,7 +244,10 @@ class RePROGRPOTrainer(GRPOTrainer):
         metrics["repro/scoring_seconds"].append(max(gather_object([batch["seconds"]])))
         if batch["asked_old_logps"]:
             metrics["repro/old_logps_reused"].append(float(batch["reused"]))
+        if self._repro_from_generation:
+            metrics["repro/generation_reused"].append(float(batch["from_generation"]))
         self.repro_last = dict(result=result, group_ids=group_ids, outcome_advantages=outcome,
                                process_advantages=process, advantages=output["advantages"],
-                               old_logps_reused=batch["reused"], **{k: output[k] for k in padded})
+                               old_logps_reused=batch["reused"], generation_reused=batch["from_generation"],
+                               **{k: output[k] for k in padded})
         return output

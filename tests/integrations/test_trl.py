@@ -237,6 +237,33 @@ def test_bf16_two_steps(gpt2_tokenizer, tmp_path):
     assert diff <= 0.05, diff  # the same policy under bf16 (measured: 0.016), not another distribution
 
 
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
+def test_without_old_logps_the_generation_is_phase_1(gpt2_tokenizer, tmp_path, bf16):
+    # TRL's defaults (num_iterations=1, generation aligned with the optimizer step): TRL runs no
+    # old-log-prob forward, and its transformers generate() is RePro's phase 1.
+    alpha = 0.3
+    trainer, initial = train(probed(RePROGRPOTrainer), gpt2_tokenizer, tmp_path, bf16=bf16,
+                             repro_config=RePROConfig(alpha=alpha, num_segments=3, think_end=None))
+    assert trainer.old_logps == []  # TRL ran no old-log-prob forward
+    assert logged(trainer, "repro/generation_reused") == [1.0, 1.0]
+    assert all(batch["last"]["generation_reused"] for batch in trainer.batches)
+    # fp32: the naive backend re-scores the same trajectories at the same weights within 1e-4.
+    rows = check_advantages(trainer, gpt2_tokenizer, alpha, atol=1e-5, rescore=not bf16)
+    assert any(float(adv.std()) > 1e-3 for adv in rows.values()), "process term constant along every row"
+    assert all(torch.isfinite(torch.tensor(logged(trainer, "loss"))))
+    assert any(not torch.equal(initial[k], v) for k, v in trainer.model.state_dict().items())
+    if bf16:  # the scorer's own phase 1 under the same autocast, at the weights that sampled them
+        last = trainer.batches[-1]["last"]
+        trainer.model.load_state_dict(trainer.batches[-1]["weights"])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            again = trainer.repro_scorer.score_padded(
+                last["prompt_ids"], last["prompt_mask"], last["completion_ids"], last["completion_mask"],
+                [x["answer"] for x in trainer.batches[-1]["inputs"]])
+        mask = last["completion_mask"].bool()
+        diff = float((again.token_logprobs - last["result"].token_logprobs).abs()[mask].max())
+        assert diff <= 0.05, diff  # the same policy under bf16, not another distribution
+
+
 def test_alpha_zero_is_plain_grpo(gpt2_tokenizer, tmp_path):
     repro, _ = train(RePROGRPOTrainer, gpt2_tokenizer, tmp_path / "repro",
                      repro_config=RePROConfig(alpha=0.0, num_segments=3))
@@ -332,11 +359,14 @@ def test_unsupported_trl_version_is_refused(monkeypatch):
 
 
 @pytest.mark.parametrize("arch", ["gemma2", "cohere2"])
-def test_trl_trains_two_bf16_steps(gpt2_tokenizer, tmp_path, arch):
+@pytest.mark.parametrize("phase1", ["repro/generation_reused", "repro/old_logps_reused"])
+def test_trl_trains_two_bf16_steps(gpt2_tokenizer, tmp_path, arch, phase1):
+    # Phase 1 from TRL's generate() (defaults) or from its old-log-prob forward (steps_per_generation=2).
     data = [{"prompt": f"Question {i}: what is {i} plus 3?\n", "answer": str(i + 3)} for i in range(4)]
     args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=4,
                       max_completion_length=12, max_steps=2, learning_rate=1e-3, bf16=True, use_cpu=True,
-                      seed=0, report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True)
+                      seed=0, report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True,
+                      steps_per_generation=1 if phase1 == "repro/generation_reused" else 2)
     trainer = RePROGRPOTrainer(
         make_scaled_head_model(arch).train(),
         lambda completions, **kw: [float(len(c) % 3) for c in completions],
@@ -346,7 +376,9 @@ def test_trl_trains_two_bf16_steps(gpt2_tokenizer, tmp_path, arch):
     )
     trainer.train()
     scored = [h["repro/scoring_seconds"] for h in trainer.state.log_history if "repro/scoring_seconds" in h]
-    assert len(scored) == 2
+    batches = 2 if phase1 == "repro/generation_reused" else 1  # steps_per_generation=2: one batch, two steps
+    assert len(scored) == batches
+    assert [h[phase1] for h in trainer.state.log_history if phase1 in h] == [1.0] * batches
 
 
 def test_trl_trainer_with_a_lora_config_on_embed_tokens(gpt2_tokenizer, tmp_path):
