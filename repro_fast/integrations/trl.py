@@ -1,5 +1,5 @@
 """RePro in Hugging Face TRL: `RePROGRPOTrainer`, a `trl.GRPOTrainer` whose advantages add RePro's
-process term (README "Use it with TRL"). TRL has no public hook for it, so two private
+process term (README "Use it with TRL"). TRL has no public hook for it, so three private
 ``GRPOTrainer`` methods are overridden, and a TRL outside the tested minor release is refused."""
 
 from __future__ import annotations
