@@ -12,11 +12,14 @@ it runs none, and TRL's own ``generate()`` is phase 1 (``repro/generation_reused
 
 Time, side by side in one process: one trainer whose generation cycles alternate between
 `GRPOTrainer`'s own ``_generate_and_score_completions`` (TRL's code, RePro switched off) and
-`RePROGRPOTrainer`'s, on one model, one seed and one data stream. A cycle is ``num_iterations``
-optimizer steps (one generation, then the reuses). A slow minute of a shared machine then falls on
-both kinds of cycles alike; separate runs of the two trainers differed by up to 15% from run to
-run on the same 2-core machine, more than RePro costs. The first cycle of each kind is the
-warm-up; the median of the others is reported, per optimizer step. "RePro" is the trainer's
+`RePROGRPOTrainer`'s, on one model and one seed; each prompt serves two consecutive cycles, one of
+each kind, in the order R G, G R, R G, ... A cycle is ``num_iterations`` optimizer steps (one
+generation, then the reuses). A slow minute of a shared machine then falls on both kinds alike;
+separate runs of the two trainers differed by up to 15% from run to run on the same 2-core
+machine, more than RePro costs. The first cycle of each kind (the first prompt) is the warm-up;
+the median of the others is reported, per optimizer step, and the ratio is the median over
+prompts of the two cycles' ratio on that prompt (an A/A run, ``--control``, gave 0.99-1.02 per
+prompt). "RePro" is the trainer's
 ``repro/scoring_seconds`` (what the scorer added in a cycle), as a share of the RePro step.
 
 Peak memory: each trainer alone in a fresh process (2 cycles), its peak RSS. Prints a markdown
@@ -43,10 +46,12 @@ PROMPT = (
 )
 
 
-def build_trainer(kind: str, precision: str, num_iterations: int, cycles: int, length: int, seed: int):
+def build_trainer(kind: str, precision: str, num_iterations: int, cycles: int, length: int, seed: int,
+                  control: bool = False):
     """A trainer on SmolLM2 and ``cycles`` GSM8K prompts, and a list that collects each optimizer
     step's wall time. ``kind``: ``"GRPOTrainer"``, ``"RePROGRPOTrainer"`` or ``"alternating"``
-    (`RePROGRPOTrainer` whose odd generation cycles run `GRPOTrainer`'s code)."""
+    (`RePROGRPOTrainer` whose cycles alternate with `GRPOTrainer`'s code; ``control``: every cycle
+    runs `GRPOTrainer`'s code, an A/A run of the method)."""
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -58,7 +63,11 @@ def build_trainer(kind: str, precision: str, num_iterations: int, cycles: int, l
     from repro_fast.offline import gsm8k_problems, load_smollm2
 
     torch.manual_seed(seed)
-    problems = gsm8k_problems(cycles)
+    # Alternating: each prompt twice in a row, once for each kind of cycle (prompts differ in
+    # length, and so in cost: an A/A run of this alternation over distinct prompts put 12%
+    # between its two halves).
+    copies = 2 if kind == "alternating" else 1
+    problems = [p for p in gsm8k_problems(-(-cycles // copies)) for _ in range(copies)]
     data = Dataset.from_list(
         [
             {"prompt": [{"role": "user", "content": PROMPT.format(question=p.question)}], "answer": p.answer}
@@ -79,16 +88,16 @@ def build_trainer(kind: str, precision: str, num_iterations: int, cycles: int, l
             step_times.append(time.perf_counter() - self.began)
 
     class Alternating(RePROGRPOTrainer):
-        """Generation cycle c runs RePro when c is even, plain `GRPOTrainer` code when it is odd
-        (the RePro hooks stay inert: they act only while a RePro batch is being built)."""
+        """Generation cycle c runs RePro or plain `GRPOTrainer` code as `is_repro_cycle` says (the
+        RePro hooks stay inert in a plain cycle: they act only while a RePro batch is built)."""
 
         generations = 0
 
         def _generate_and_score_completions(self, inputs):
-            self.generations += 1
-            if self.generations % 2 == 0:
-                return GRPOTrainer._generate_and_score_completions(self, inputs)
-            return super()._generate_and_score_completions(inputs)
+            cycle, self.generations = self.generations, self.generations + 1
+            if is_repro_cycle(cycle) and not control:
+                return super()._generate_and_score_completions(inputs)
+            return GRPOTrainer._generate_and_score_completions(self, inputs)
 
     model, tokenizer = load_smollm2(trainable=True)
     args = GRPOConfig(
@@ -120,21 +129,30 @@ def build_trainer(kind: str, precision: str, num_iterations: int, cycles: int, l
     return trainer, step_times
 
 
-def run_interleaved(precision: str, num_iterations: int, cycles: int, length: int, seed: int) -> dict:
-    """``cycles`` generation cycles of each kind, alternating (RePro first); per kind the cycle
-    times (per optimizer step) and the logged metrics of its cycles."""
-    trainer, step_times = build_trainer("alternating", precision, num_iterations, 2 * cycles, length, seed)
+def is_repro_cycle(cycle: int) -> bool:
+    """Cycles 2k and 2k + 1 share prompt k; the pairs run RePro first, then plain, then plain
+    first (R G, G R, R G, ...), so that neither kind always comes first."""
+    return (cycle + cycle // 2) % 2 == 0
+
+
+def run_interleaved(precision: str, num_iterations: int, cycles: int, length: int, seed: int,
+                    control: bool = False) -> dict:
+    """``cycles`` generation cycles of each kind, alternating (`is_repro_cycle`); per kind the
+    cycle times (per optimizer step) and the logged metrics of its cycles."""
+    trainer, step_times = build_trainer("alternating", precision, num_iterations, 2 * cycles, length, seed,
+                                        control)
     trainer.train()
     per_cycle = [sum(step_times[i : i + num_iterations]) / num_iterations
                  for i in range(0, len(step_times), num_iterations)]
     # One generation (and its logged metrics) per cycle: cycle c's log is that of its first step.
     first_steps = [h for h in trainer.state.log_history if "loss" in h][::num_iterations]
     out = {}
-    for name, parity in (("RePROGRPOTrainer", 0), ("GRPOTrainer", 1)):
-        logs = [h for c, h in enumerate(first_steps) if c % 2 == parity]
+    for name, repro in (("RePROGRPOTrainer", True), ("GRPOTrainer", False)):
+        mine = [c for c in range(len(per_cycle)) if is_repro_cycle(c) == repro]
+        logs = [first_steps[c] for c in mine]
         metric = lambda key: [h[key] for h in logs if key in h]  # noqa: E731, B023
         out[name] = {
-            "cycles_s": per_cycle[parity::2],
+            "cycles_s": [per_cycle[c] for c in mine],
             "repro_s": metric("repro/scoring_seconds"),
             "reused": metric("repro/old_logps_reused"),
             "generation_reused": metric("repro/generation_reused"),
@@ -184,6 +202,12 @@ def main() -> None:
         default=",".join(f"{p}:{n}" for p, n in SETTINGS),
         help="PRECISION:NUM_ITERATIONS pairs to run, comma-separated (default: %(default)s)",
     )
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="an A/A run of the method: the RePro cycles run GRPOTrainer's code too, so the ratio "
+        "shows the method's own noise (default: off)",
+    )
     parser.add_argument("--out", help="markdown file to append the table to (default: print only)")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -200,8 +224,9 @@ def main() -> None:
     length, seed = args.completion_length, args.seed
     if args.worker:
         if args.worker[0] == "interleaved":
-            _, precision, iterations = args.worker
-            result = run_interleaved(precision, int(iterations), args.cycles, length, seed)
+            _, precision, iterations, control = args.worker
+            control = control == "control"
+            result = run_interleaved(precision, int(iterations), args.cycles, length, seed, control)
         else:
             _, name, precision, iterations = args.worker
             result = run_memory(name, precision, int(iterations), length, seed)
@@ -214,24 +239,32 @@ def main() -> None:
 
     rows = []
     for precision, iterations in settings:
-        times = worker(["interleaved", precision, str(iterations)], args.cycles, length, seed)
-        peaks = {name: worker(["memory", name, precision, str(iterations)], args.cycles, length, seed)
-                 for name in TRAINERS}
-        peaks = {name: peak["peak_rss_mib"] for name, peak in peaks.items()}
+        kind = "control" if args.control else "repro"
+        times = worker(["interleaved", precision, str(iterations), kind], args.cycles, length, seed)
+        peaks = {name: float("nan") for name in TRAINERS}  # not measured in an A/A run
+        if not args.control:
+            for name in TRAINERS:
+                peak = worker(["memory", name, precision, str(iterations)], args.cycles, length, seed)
+                peaks[name] = peak["peak_rss_mib"]
         plain, repro = times["GRPOTrainer"], times["RePROGRPOTrainer"]
-        if plain["repro_s"] or len(repro["repro_s"]) != args.cycles:
+        if plain["repro_s"] or len(repro["repro_s"]) != (0 if args.control else args.cycles):
             sys.exit(f"{precision}:{iterations}: the cycles did not alternate (RePro metrics on "
                      f"{len(plain['repro_s'])} plain and {len(repro['repro_s'])} RePro cycles)")
         plain_s, repro_s = statistics.median(plain["cycles_s"][1:]), statistics.median(repro["cycles_s"][1:])
-        if repro["generation_reused"] and min(repro["generation_reused"]) == 1.0:
+        # Cycle k of each kind ran the same prompt: the ratio is the median of the pairs' ratios.
+        pairs = [r / g for r, g in zip(repro["cycles_s"][1:], plain["cycles_s"][1:])]
+        if args.control:
+            source = "control: GRPOTrainer's code in both kinds of cycles"
+        elif repro["generation_reused"] and min(repro["generation_reused"]) == 1.0:
             source = "TRL's generate()"
         elif repro["reused"] and min(repro["reused"]) == 1.0:
             source = "TRL's old-log-prob forward"
         else:
             source = "the scorer's own forward"
-        added = statistics.median(repro["repro_s"][1:]) / iterations  # logged once per generation cycle
+        added = statistics.median(repro["repro_s"][1:] or [0.0]) / iterations  # logged once per cycle
         rows.append(
-            f"| {precision} | {iterations} | {plain_s:.2f} | {repro_s:.2f} | {repro_s / plain_s:.3f}x | "
+            f"| {precision} | {iterations} | {plain_s:.2f} | {repro_s:.2f} | {statistics.median(pairs):.3f}x "
+            f"({min(pairs):.2f}-{max(pairs):.2f}) | "
             f"{added:.2f} ({100 * added / repro_s:.1f}%) | {source} | "
             f"{peaks['GRPOTrainer']:.0f} / {peaks['RePROGRPOTrainer']:.0f} | "
             f"{statistics.mean(plain['completion_length']):.0f} / "
@@ -241,8 +274,8 @@ def main() -> None:
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
     versions = f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}"
     header = (
-        "| precision | num_iterations | GRPOTrainer step (s) | RePROGRPOTrainer step (s) | ratio "
-        "| RePro per step (s, share) | RePro's phase 1 | peak RSS MiB (GRPO / RePro) "
+        "| precision | num_iterations | GRPOTrainer step (s) | RePROGRPOTrainer step (s) "
+        "| ratio (pairs' range) | RePro per step (s, share) | RePro's phase 1 | peak RSS MiB (GRPO / RePro) "
         "| mean completion tokens (GRPO / RePro) |"
     )
     table = "\n".join(
@@ -251,7 +284,8 @@ def main() -> None:
             "",
             f"SmolLM2-135M-Instruct, 1 GSM8K prompt x 4 completions of up to {args.completion_length} "
             f"tokens per step; {args.cycles} generation cycles of each trainer, alternating in one process; "
-            f"the median of the {args.cycles - 1} cycles after each kind's warm-up, per optimizer step.",
+            f"per optimizer step, the median of the {args.cycles - 1} cycles after each kind's warm-up; "
+            "ratio: the median over prompts of RePro's cycle / GRPO's cycle on the same prompt.",
             "",
             header,
             "|---|---|---|---|---|---|---|---|---|",

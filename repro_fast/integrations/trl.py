@@ -168,7 +168,8 @@ class RePROGRPOTrainer(GRPOTrainer):
     def _generated_layout(self, prompt_ids, completion_ids, generation):
         """The tensors `generate` saw and sampled, as TRL's generation path lays them out: prompts
         left-padded (with TRL's ``pad_to_multiple_of``), completions right-padded to the sampled
-        columns, masked after the first EOS (TRL's lists end there)."""
+        columns, masked after the first EOS (TRL's lists end there) and, with
+        ``mask_truncated_completions``, wholly on a completion without one (TRL's rule)."""
         device = self.accelerator.device
         prompts = [torch.tensor(ids) for ids in prompt_ids]
         masks = [torch.ones_like(q) for q in prompts]
@@ -180,9 +181,12 @@ class RePROGRPOTrainer(GRPOTrainer):
         width = max([sampled] + [len(c) for c in completion_ids])
         completion_tensor = torch.full((len(completion_ids), width), self._tokenizer.pad_token_id)
         completion_mask = torch.zeros((len(completion_ids), width), dtype=torch.long)
+        ends = (*self.eos_token_ids, self._tokenizer.pad_token_id)
         for row, ids in enumerate(completion_ids):
             completion_tensor[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            completion_mask[row, : len(ids)] = 1
+            # A completion TRL masks as truncated is scored as empty, as in TRL's own padded batch.
+            truncated = self.mask_truncated_completions and (not ids or ids[-1] not in ends)
+            completion_mask[row, : len(ids)] = 0 if truncated else 1
         return (*(t.to(device) for t in prompt_tensors), completion_tensor.to(device),
                 completion_mask.to(device))
 

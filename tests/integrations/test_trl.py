@@ -264,6 +264,20 @@ def test_without_old_logps_the_generation_is_phase_1(gpt2_tokenizer, tmp_path, b
         assert diff <= 0.05, diff  # the same policy under bf16, not another distribution
 
 
+def test_truncated_completions_masked_by_trl_are_scored_as_empty(gpt2_tokenizer, tmp_path):
+    # mask_truncated_completions: TRL zeroes the mask of a completion without EOS; RePro, scoring
+    # TRL's generate() as phase 1, scores that completion as empty (as it does TRL's padded batch).
+    trainer, _ = train(probed(RePROGRPOTrainer), gpt2_tokenizer, tmp_path, steps=1,
+                       mask_truncated_completions=True, max_completion_length=6,
+                       repro_config=RePROConfig(num_segments=3, think_end=None))
+    (batch,) = trainer.batches
+    assert batch["last"]["generation_reused"]
+    lengths = batch["output"]["completion_mask"].sum(1)
+    assert (lengths == 0).any(), "no truncated completion: a weak test"
+    assert torch.equal(batch["last"]["result"].response_mask.sum(1), lengths)
+    assert all(p == [0] for p, n in zip(batch["last"]["result"].points, lengths) if n == 0)
+
+
 def test_alpha_zero_is_plain_grpo(gpt2_tokenizer, tmp_path):
     repro, _ = train(RePROGRPOTrainer, gpt2_tokenizer, tmp_path / "repro",
                      repro_config=RePROConfig(alpha=0.0, num_segments=3))
