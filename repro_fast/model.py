@@ -80,6 +80,12 @@ class CapturedGeneration:
     autocast: tuple[bool, torch.dtype] | None = None
     calls: int = 0
     broken: str | None = None  # why the calls are not one sequence of cached steps
+    # From the logits generate() computed to sample (its model output, soft-cap and scale
+    # included), at temperature tau: per sampled column t, H_t (known when its call returns) and
+    # log p(y_t) (gathered when y_t is fed next, or by the scorer for the last column).
+    entropies: list = field(default_factory=list)
+    logprobs: list = field(default_factory=list)
+    pending: torch.Tensor | None = None  # [B, V] log-probs of the last call, until y_t is known
 
     @property
     def columns_fed(self) -> int:
@@ -196,13 +202,18 @@ class ModelAdapter:
     @contextlib.contextmanager
     def capture_generation(self):
         """Record every decoder call of a trainer's ``model.generate(...)``: a prefill over the
-        prompts, then one call per sampled column, each extending the KV cache of the one before.
-        A call that starts a new cache (a second ``generate``) or changes the batch marks the
-        record ``broken``: it is then no phase 1 of one batch."""
+        prompts, then one call per sampled column, each extending the KV cache of the one before;
+        and, from the model's outer forward, the logits each column was sampled from (reduced at
+        once to that column's entropy and, once the sampled token is fed, its log-prob). A call
+        that starts a new cache (a second ``generate``) or changes the batch marks the record
+        ``broken``: it is then no phase 1 of one batch."""
         decoder, record = self.model.get_decoder(), CapturedGeneration()
 
         def before(module, args, kwargs):
             ids = kwargs.get("input_ids", args[0] if args else None)
+            if record.pending is not None and ids is not None and ids.shape[1] == 1:
+                record.logprobs.append(record.pending.gather(1, ids.reshape(-1, 1).long())[:, 0])
+            record.pending = None
             cache = kwargs.get(self._cache_arg)
             if ids is None:
                 record.broken = "a decoder call without input_ids (inputs_embeds)"
@@ -226,8 +237,17 @@ class ModelAdapter:
                 if record.cache is None:
                     record.broken = "the decoder returned no KV cache"
 
+        def sampled_from(module, args, kwargs, out):
+            logits = getattr(out, "logits", None)
+            if record.broken is not None or logits is None or len(record.entropies) != record.calls - 1:
+                return  # a model whose outer forward is not the one generate() calls: no stats
+            logp = torch.log_softmax(logits[:, -1].detach().float() / self.temperature, dim=-1)
+            record.entropies.append(-torch.where(logp.isneginf(), 0.0, logp.exp() * logp).sum(-1))
+            record.pending = logp
+
         handles = [decoder.register_forward_pre_hook(before, with_kwargs=True),
-                   decoder.register_forward_hook(after, with_kwargs=True)]
+                   decoder.register_forward_hook(after, with_kwargs=True),
+                   self.model.register_forward_hook(sampled_from, with_kwargs=True)]
         try:
             yield record
         finally:

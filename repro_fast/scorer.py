@@ -391,8 +391,8 @@ class RePROScorer:
         Inside the block, call ``model.generate(input_ids=prompt_ids, attention_mask=prompt_mask,
         ...)`` of this scorer's model once: left-padded prompts, one sequence per row, the default
         dynamic KV cache. Its prefill and decoding steps are one pass over ``[q | y]`` (the last
-        sampled token aside) whose hidden states and KV cache are phase 1, so RePro adds one more
-        cached step, selection and the extend step::
+        sampled token aside) whose hidden states, KV cache and sampling logits are phase 1, so
+        RePro adds one more cached step, selection and the extend step::
 
             with scorer.capture_generation() as generation:
                 sequences = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, ...)
@@ -414,10 +414,12 @@ class RePROScorer:
         ``completion_ids``: the columns it sampled (a trainer may pad them further: those columns
         must be masked); ``completion_mask``: 1 on each completion's real tokens (up to and
         including its first EOS). The record is checked against them: every token the decoder
-        was fed must be the one given here. Token log-probs and entropies come from the scorer's
-        head on the recorded hidden states, in the precision the generation ran in (its
-        autocast state is recorded and restored), and agree with `score_padded` within that
-        precision's bound (cached decoding sums in another order than one forward).
+        was fed must be the one given here. Token log-probs and entropies come from the logits
+        ``generate`` computed to sample each token (the model's own output at temperature tau;
+        where they were not seen, from the scorer's head on the recorded hidden states); the
+        extend step runs in the precision the generation ran in (its autocast state is recorded
+        and restored). Outputs agree with `score_padded` within that precision's bound (cached
+        decoding sums in another order than one forward).
         """
         with self._lock:
             return self._score_generation(generation, prompt_ids, prompt_mask, completion_ids,
@@ -448,14 +450,17 @@ class RePROScorer:
                                           use_cache=True)
             hidden = torch.cat([hidden, last], dim=1)
             record = CapturedForward(hidden=hidden, cache=generation.cache, position_ids=positions, calls=1)
-            generation.hidden, generation.cache = [], None  # the caller's record no longer pins them
-            # Row b, column lq - 1 + t predicts y[t].
-            starts = np.arange(len(items)) * hidden.shape[1] + lq - 1
-            index = np.concatenate([s + np.arange(len(it.response)) for s, it in zip(starts, items)] or [[]])
-            targets = np.concatenate([it.response for it in items] or [[]]).astype(np.int64)
-            packed_lp, packed_ent = self.adapter.head_stats(
-                hidden.flatten(0, 1)[torch.from_numpy(index.astype(np.int64)).to(device)],
-                torch.from_numpy(targets).to(device))
+            packed_lp, packed_ent = _sampled_stats(generation, last_ids, masks[1][:, :sampled], sampled)
+            if packed_lp is None:  # generate's logits were not seen: the head on the hidden states
+                # Row b, column lq - 1 + t predicts y[t].
+                starts = np.arange(len(items)) * hidden.shape[1] + lq - 1
+                index = np.concatenate([s + np.arange(len(it.response)) for s, it in zip(starts, items)]
+                                       or [[]])
+                targets = np.concatenate([it.response for it in items] or [[]]).astype(np.int64)
+                packed_lp, packed_ent = self.adapter.head_stats(
+                    hidden.flatten(0, 1)[torch.from_numpy(index.astype(np.int64)).to(device)],
+                    torch.from_numpy(targets).to(device))
+            generation.hidden, generation.cache, generation.pending = [], None, None  # no longer pinned
             out = self._select_and_extend(record, items, plans, packed_lp, packed_ent, lq, sampled)
         return self._result(items, plans, out, group_ids, lc)
 
@@ -621,6 +626,21 @@ def _generated_layout(generation: CapturedGeneration, prompt_ids: torch.Tensor, 
     if not mask[:, lq:].cpu().bool()[real[:, : sampled - 1]].all():
         raise ValueError("generation: a real completion token was hidden from attention while sampling")
     return fed, hidden, positions, mask
+
+
+def _sampled_stats(generation: CapturedGeneration, last_ids: torch.Tensor, real: torch.Tensor,
+                   sampled: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Packed ``(log p(y_t), H_t)`` of the real completion tokens from the logits ``generate()``
+    sampled them with (one set per sampled column), or ``(None, None)`` when not every column's
+    logits were recorded (a wrapper whose outer forward generate() does not call)."""
+    columns = (len(generation.entropies), len(generation.logprobs) + 1)
+    if generation.pending is None or columns != (sampled, sampled):
+        return None, None
+    last = generation.pending.gather(1, last_ids.reshape(-1, 1).to(generation.pending.device).long())[:, 0]
+    logprobs = torch.stack([*generation.logprobs, last], dim=1)
+    entropies = torch.stack(generation.entropies, dim=1)
+    keep = real.to(logprobs.device)
+    return logprobs[keep], entropies[keep]
 
 
 def _check_cache_columns(cache, width: int, name: str = "phase1") -> None:

@@ -172,6 +172,14 @@ def test_capture_generation_records_every_step_of_generate(tiny_llama):
         full, _ = adapter.hidden(fed, torch.ones_like(fed), torch.arange(fed.shape[1])[None])
     torch.testing.assert_close(hidden, full, atol=1e-5, rtol=0)
     assert record.cache.get_seq_length() == fed.shape[1]
+    # The sampling logits, one set per sampled column: log p(y_t) of the fed ones, H_t of all.
+    assert len(record.entropies) == 5 and len(record.logprobs) == 4
+    with torch.no_grad():
+        logp = torch.log_softmax(tiny_llama(input_ids=out).logits[0, len(Q) - 1: -1].float(), -1)
+    sampled = out[0, len(Q):]
+    torch.testing.assert_close(torch.cat(record.logprobs), logp[:4].gather(1, sampled[:4, None])[:, 0],
+                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.cat(record.entropies), -(logp.exp() * logp).sum(-1), atol=1e-5, rtol=0)
     with torch.no_grad():
         tiny_llama(input_ids=ids)
     assert record.calls == 5, "the hooks outlived the block"

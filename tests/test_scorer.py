@@ -17,7 +17,7 @@ import numpy as np
 import peft  # the dev extra installs it: a missing peft fails here, never skips
 import pytest
 import torch
-from conftest import make_tiny_model
+from conftest import make_scaled_head_model, make_tiny_model
 from data import A_, B_, DOT, DOTLTSLASH, GT, LTSLASH, NL, NLNL, QM, SPACE, THINK, X_, Y_
 from transformers import GPT2TokenizerFast
 
@@ -571,12 +571,14 @@ def trainer_generate(model, tok, seed: int = 0, max_new_tokens: int = 14, **kwar
     return prompt_ids, prompt_mask, completion_ids, completion_mask, ["7", "3", "7", "12"], [0, 0, 1, 1]
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "gpt2"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "gpt2", "gemma2", "cohere2"])
 def test_score_generation_agrees_with_score_padded_in_fp32(gpt2_tokenizer, arch):
-    model = make_tiny_model(arch)
+    # Gemma2 soft-caps its logits, Cohere2 scales them: the sampling logits are the model's own.
+    model = make_scaled_head_model(arch).eval() if arch in ("gemma2", "cohere2") else make_tiny_model(arch)
     scorer = RePROScorer(model, gpt2_tokenizer, RePROConfig(num_segments=3))
+    seed = {"cohere2": 3}.get(arch, 0)  # a seed whose samples have inner points
     with scorer.capture_generation() as generation:
-        pi, pm, ci, cm, answers, groups = trainer_generate(model, gpt2_tokenizer)
+        pi, pm, ci, cm, answers, groups = trainer_generate(model, gpt2_tokenizer, seed=seed)
     lengths = cm.sum(1).tolist()
     assert len(set(lengths)) > 1 and max(lengths) == ci.shape[1]  # rows stopped apart; the longest is cut
     got = scorer.score_generation(generation, pi, pm, ci, cm, answers, groups)
@@ -591,6 +593,22 @@ def test_score_generation_agrees_with_score_padded_in_fp32(gpt2_tokenizer, arch)
     torch.testing.assert_close(got.process_advantages, expected.process_advantages, atol=1e-3, rtol=0)
     assert torch.equal(got.response_mask, expected.response_mask)
     assert generation.cache is None and generation.hidden == []  # the record no longer pins them
+    assert len(generation.entropies) == ci.shape[1]  # the stats came from generate's own logits
+
+
+def test_score_generation_without_the_sampling_logits_uses_the_head(gpt2_tokenizer):
+    """A wrapper whose outer forward generate() does not call leaves no sampling logits: the
+    scorer's head on the recorded hidden states gives the same result."""
+    model = make_tiny_model("llama")
+    scorer = RePROScorer(model, gpt2_tokenizer, RePROConfig(num_segments=3))
+    results = []
+    for drop_logits in (False, True):
+        with scorer.capture_generation() as generation:
+            pi, pm, ci, cm, answers, groups = trainer_generate(model, gpt2_tokenizer)
+        if drop_logits:
+            generation.entropies.pop()
+        results.append(scorer.score_generation(generation, pi, pm, ci, cm, answers, groups))
+    _same_result(results[0], results[1], atol=1e-4)
 
 
 def test_score_generation_agrees_with_score_padded_under_bf16_autocast(gpt2_tokenizer):
