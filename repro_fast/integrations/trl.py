@@ -85,6 +85,7 @@ class RePROGRPOTrainer(GRPOTrainer):
             and not (runs_old_logps and self._repro_reuse_logps)
             and gen.cache_implementation in (None, "dynamic") and (gen.num_beams or 1) == 1
             and (gen.num_return_sequences or 1) == 1 and getattr(gen, "prefill_chunk_size", None) is None
+            and gen.use_cache is not False
         )
         self._repro_batch: dict | None = None
         self.repro_last: dict | None = None
@@ -158,6 +159,8 @@ class RePROGRPOTrainer(GRPOTrainer):
         with scorer.capture_generation() as generation:
             completion_ids, logprobs = super()._generate_single_turn(
                 prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+        if generation.broken is not None or generation.calls == 0:
+            return completion_ids, logprobs  # not one cached pass: scored later by the scorer's own forward
         began = time.perf_counter()
         batch["result"] = scorer.score_generation(
             generation, *self._generated_layout(prompt_ids, completion_ids, generation),

@@ -30,43 +30,43 @@ def _validate(hidden, weight, targets, temperature, bias) -> float:
     tensors = (("hidden", hidden, "[M, H]"), ("weight", weight, "[V, H]"), ("targets", targets, "[M]"))
     for name, t, shape in tensors:
         if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor of shape {shape}, got {type(t).__name__}")
+            raise TypeError(f"{name}: expected a torch.Tensor of shape {shape}, got {type(t).__name__}")
     if bias is not None and not isinstance(bias, torch.Tensor):
-        raise TypeError(f"bias must be None or a torch.Tensor of shape [V], got {type(bias).__name__}")
+        raise TypeError(f"bias: expected None or a torch.Tensor of shape [V], got {type(bias).__name__}")
     for name, t, shape in tensors[:2]:
         if t.dim() != 2:
-            raise ValueError(f"{name} must be 2-D {shape}, got shape {tuple(t.shape)}")
+            raise ValueError(f"{name}: expected 2-D {shape}, got shape {tuple(t.shape)}")
     if hidden.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"hidden must be float16, bfloat16, float32 or float64, got {hidden.dtype}")
+        raise TypeError(f"hidden: expected float16, bfloat16, float32 or float64, got {hidden.dtype}")
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and t.dtype != hidden.dtype:
-            raise TypeError(f"{name} dtype {t.dtype} must equal hidden dtype {hidden.dtype}")
+            raise TypeError(f"{name}: expected the dtype of hidden ({hidden.dtype}), got {t.dtype}")
     M, H = hidden.shape
     V = weight.shape[0]
     if H == 0:
-        raise ValueError("hidden must have at least one feature (H >= 1), got H = 0")
+        raise ValueError("hidden: expected at least one feature (H >= 1), got H = 0")
     if weight.shape[1] != H:
-        raise ValueError(f"weight must be [V, H] with H = hidden.shape[1] = {H}, got {tuple(weight.shape)}")
+        raise ValueError(f"weight: expected [V, H] with H = hidden.shape[1] = {H}, got {tuple(weight.shape)}")
     if V == 0:
-        raise ValueError("weight must have at least one row (vocabulary size V >= 1)")
+        raise ValueError("weight: expected at least one row (vocabulary size V >= 1), got 0")
     if targets.dim() != 1 or targets.shape[0] != M:
-        raise ValueError(f"targets must be 1-D of length M = {M}, got shape {tuple(targets.shape)}")
+        raise ValueError(f"targets: expected 1-D of length M = {M}, got shape {tuple(targets.shape)}")
     if targets.dtype == torch.bool or targets.is_floating_point() or targets.is_complex():
-        raise TypeError(f"targets must be an integer tensor (int64 or int32), got {targets.dtype}")
+        raise TypeError(f"targets: expected an integer tensor (int64 or int32), got {targets.dtype}")
     if bias is not None and (bias.dim() != 1 or bias.shape[0] != V):
-        raise ValueError(f"bias must be 1-D of length V = {V}, got shape {tuple(bias.shape)}")
+        raise ValueError(f"bias: expected 1-D of length V = {V}, got shape {tuple(bias.shape)}")
     for name, t in (("weight", weight), ("targets", targets), ("bias", bias)):
         if t is not None and t.device != hidden.device:
-            raise ValueError(f"{name} is on device {t.device} but hidden is on {hidden.device}")
+            raise ValueError(f"{name}: expected the device of hidden ({hidden.device}), got {t.device}")
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise TypeError(f"temperature must be a real number, got {type(temperature).__name__}")
+        raise TypeError(f"temperature: expected a real number, got {type(temperature).__name__}")
     temperature = float(temperature)
     if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+        raise ValueError(f"temperature: expected a finite number > 0, got {temperature}")
     if targets.device.type != "cuda" and M > 0:  # on CUDA the kernel writes NaN instead (module doc)
         lo, hi = int(targets.min()), int(targets.max())
         if lo < 0 or hi >= V:
-            raise ValueError(f"targets must lie in [0, V) = [0, {V}), got values in [{lo}, {hi}]")
+            raise ValueError(f"targets: expected values in [0, V) = [0, {V}), got values in [{lo}, {hi}]")
     return temperature
 
 
@@ -221,7 +221,7 @@ def logprob_entropy_torch(
     if chunk_rows is None:
         chunk_rows = _torch_chunk_rows(hidden, weight.shape[0], memory_budget_bytes)
     elif isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
-        raise ValueError(f"chunk_rows must be a positive int or None, got {chunk_rows!r}")
+        raise ValueError(f"chunk_rows: expected a positive int or None, got {chunk_rows!r}")
     return _LogprobEntropy.apply(hidden, weight, targets, bias, temperature, True, "torch", chunk_rows)
 
 

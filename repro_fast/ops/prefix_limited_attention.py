@@ -30,37 +30,38 @@ def prefix_attention_mask(limit: torch.Tensor, copy_start: torch.Tensor, cache_l
 def _validate(query, key, value, limit, copy_start, scale):
     for name, t in dict(query=query, key=key, value=value, limit=limit, copy_start=copy_start).items():
         if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
     qkv = (query, key, value)
     if any(t.dim() != 4 for t in qkv):
-        raise ValueError(f"query, key, value must be 4-D [B, H, T, D], got {[tuple(t.shape) for t in qkv]}")
+        raise ValueError(f"query, key, value: expected 4-D [B, H, T, D], got {[tuple(t.shape) for t in qkv]}")
     if query.dtype not in _DTYPES + (torch.float64,) or any(t.dtype != query.dtype for t in qkv):
-        raise TypeError(f"query, key, value must share one float dtype, got {[t.dtype for t in qkv]}")
+        raise TypeError(f"query, key, value: expected one shared float dtype, got {[t.dtype for t in qkv]}")
     B, Hq, C, D = query.shape
     if key.shape != value.shape or key.shape[0] != B or key.shape[3] != D:
         raise ValueError(
-            f"key and value must be [B={B}, Hkv, L + C, D={D}], got {tuple(key.shape)}, {tuple(value.shape)}"
+            f"key, value: expected [B={B}, Hkv, L + C, D={D}], got {tuple(key.shape)}, {tuple(value.shape)}"
         )
     Hkv = key.shape[1]
     if Hkv == 0 or Hq % Hkv:
-        raise ValueError(f"query heads ({Hq}) must be a multiple of key/value heads ({Hkv})")
+        raise ValueError(f"query: expected a multiple of the key/value heads ({Hkv}) as heads, got {Hq}")
     if key.shape[2] < C:
-        raise ValueError(f"key must hold the cache plus the C = {C} copy tokens, got {key.shape[2]} keys")
+        raise ValueError(f"key: expected the cache plus the C = {C} copy tokens, got {key.shape[2]} keys")
     for name, t in (("limit", limit), ("copy_start", copy_start)):
         if t.shape != (B, C):
-            raise ValueError(f"{name} must be [B, C] = [{B}, {C}], got {tuple(t.shape)}")
+            raise ValueError(f"{name}: expected [B, C] = [{B}, {C}], got {tuple(t.shape)}")
         if t.dtype.is_floating_point or t.dtype == torch.bool:
-            raise TypeError(f"{name} must be an integer tensor, got {t.dtype}")
+            raise TypeError(f"{name}: expected an integer tensor, got {t.dtype}")
         if t.device != query.device:
-            raise ValueError(f"{name} is on {t.device} but query is on {query.device}")
+            raise ValueError(f"{name}: expected the device of query ({query.device}), got {t.device}")
     if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
-        raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
+        raise ValueError(f"scale: expected a finite number > 0, got {scale!r}")
     if query.device.type != "cuda" and C > 0:  # range checks would sync a CUDA device
         cache_len = key.shape[2] - C
         if int(limit.min()) < 0 or int(limit.max()) > cache_len:
-            raise ValueError(f"limit must lie in [0, L] = [0, {cache_len}]")
+            got = f"[{int(limit.min())}, {int(limit.max())}]"
+            raise ValueError(f"limit: expected values in [0, L] = [0, {cache_len}], got {got}")
         if bool(((copy_start < 0) | (copy_start > torch.arange(C, device=limit.device))).any()):
-            raise ValueError("copy_start[b, c] must lie in [0, c]")
+            raise ValueError("copy_start: expected copy_start[b, c] in [0, c]")
 
 
 def prefix_attention_torch(query, key, value, limit, copy_start, scale):

@@ -15,16 +15,18 @@ __all__ = ["segment_select", "segment_select_torch"]
 def _validate(entropies, candidates, k):
     if not isinstance(entropies, torch.Tensor) or not entropies.is_floating_point() or entropies.dim() != 2:
         got = tuple(entropies.shape) if isinstance(entropies, torch.Tensor) else type(entropies).__name__
-        raise TypeError(f"entropies must be a 2-D float tensor [B, n], got {got}")
+        raise TypeError(f"entropies: expected a 2-D float tensor [B, n], got {got}")
     if not isinstance(candidates, torch.Tensor) or candidates.dtype != torch.bool:
-        raise TypeError("candidates must be a bool tensor [B, n]")
+        got = candidates.dtype if isinstance(candidates, torch.Tensor) else type(candidates).__name__
+        raise TypeError(f"candidates: expected a bool tensor [B, n], got {got}")
     if candidates.shape != entropies.shape:
-        raise ValueError(f"candidates must have the shape of entropies {tuple(entropies.shape)}, "
+        raise ValueError(f"candidates: expected the shape of entropies {tuple(entropies.shape)}, "
                          f"got {tuple(candidates.shape)}")
     if candidates.device != entropies.device:
-        raise ValueError(f"candidates is on {candidates.device} but entropies is on {entropies.device}")
+        raise ValueError(f"candidates: expected the device of entropies ({entropies.device}), "
+                         f"got {candidates.device}")
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be an int >= 1, got {k!r}")
+        raise ValueError(f"k: expected an int >= 1, got {k!r}")
 
 
 def _ascending(picked: torch.Tensor) -> torch.Tensor:

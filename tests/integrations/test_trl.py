@@ -278,6 +278,15 @@ def test_truncated_completions_masked_by_trl_are_scored_as_empty(gpt2_tokenizer,
     assert all(p == [0] for p, n in zip(batch["last"]["result"].points, lengths) if n == 0)
 
 
+def test_a_generation_without_kv_cache_falls_back_to_the_scorers_own_forward(gpt2_tokenizer, tmp_path):
+    trainer, _ = train(probed(RePROGRPOTrainer), gpt2_tokenizer, tmp_path, steps=1,
+                       generation_kwargs={"sequence_bias": [[[NEWLINES], 6.0]], "use_cache": False},
+                       repro_config=RePROConfig(num_segments=3, think_end=None))
+    assert not trainer.batches[0]["last"]["generation_reused"]
+    assert logged(trainer, "repro/generation_reused") == []  # not attempted: no cache to extend
+    check_advantages(trainer, gpt2_tokenizer, 0.1, atol=1e-5)  # scored all the same
+
+
 def test_alpha_zero_is_plain_grpo(gpt2_tokenizer, tmp_path):
     repro, _ = train(RePROGRPOTrainer, gpt2_tokenizer, tmp_path / "repro",
                      repro_config=RePROConfig(alpha=0.0, num_segments=3))

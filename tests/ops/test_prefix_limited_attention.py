@@ -99,10 +99,10 @@ def test_copies_do_not_see_each_other():
     [
         (lambda a: a.update(query=a["query"][0]), "4-D"),
         (lambda a: a.update(key=a["key"].double()), "dtype"),
-        (lambda a: a.update(limit=a["limit"].float()), "limit must be an integer"),
-        (lambda a: a.update(limit=a["limit"][:, :1]), "limit must be"),
+        (lambda a: a.update(limit=a["limit"].float()), "limit: expected an integer"),
+        (lambda a: a.update(limit=a["limit"][:, :1]), "limit: expected"),
         (lambda a: a.update(copy_start=a["copy_start"] + 100), "copy_start"),
-        (lambda a: a.update(limit=a["limit"] + 1000), "limit must lie"),
+        (lambda a: a.update(limit=a["limit"] + 1000), "limit: expected values in"),
         (lambda a: a.update(key=a["key"][:, :, :2], value=a["value"][:, :, :2]), "copy tokens"),
         (lambda a: a.update(scale=-1.0), "scale"),
     ],

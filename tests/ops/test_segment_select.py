@@ -59,7 +59,7 @@ def test_agrees_with_scorer_selection_rule(backend):
         ((torch.zeros(3), torch.zeros(3, dtype=torch.bool), 2), "2-D"),
         ((torch.zeros(2, 3), torch.zeros(2, 3), 2), "bool"),
         ((torch.zeros(2, 3), torch.zeros(2, 4, dtype=torch.bool), 2), "shape"),
-        ((torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.bool), 0), "k must"),
+        ((torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.bool), 0), "k: expected"),
     ],
 )
 def test_bad_inputs(args, match):
