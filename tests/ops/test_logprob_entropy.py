@@ -299,7 +299,7 @@ BAD_INPUTS = [
     ("H zero", lambda h, w, t, k: (h[:, :0], w[:, :0], t, k), ValueError, "H >= 1"),
     ("V zero", lambda h, w, t, k: (h, w[:0], t[:0] * 0, k), ValueError, "V >= 1"),
     ("int hidden", lambda h, w, t, k: (h.long(), w.long(), t, k), TypeError, "hidden: expected float16"),
-    ("dtype mismatch", lambda h, w, t, k: (h, w.double(), t, k), TypeError, "weight: expected the dtype of hidden"),
+    ("dtype mismatch", lambda h, w, t, k: (h, w.double(), t, k), TypeError, "weight: expected the dtype"),
     ("targets 2-D", lambda h, w, t, k: (h, w, t[:, None], k), ValueError, "targets: expected 1-D"),
     ("targets length", lambda h, w, t, k: (h, w, t[:3], k), ValueError, "length M = 4"),
     ("float targets", lambda h, w, t, k: (h, w, t.float(), k), TypeError, "integer"),
