@@ -7,6 +7,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+# The longest run of sequences one micro-batch may take, in the cut-point search: keeps the dynamic
+# program O(n * MAX_RUN) on huge calls; a batch of 512 rollouts already amortizes a forward.
+MAX_RUN = 512
+
 
 def micro_batches(lengths: list[int], token_budget: int) -> list[list[int]]:
     """Sequence indices, longest first, in micro-batches of padded size ``B * max_len`` within
@@ -32,7 +36,7 @@ def padding_aware_batches(lengths: list[int], extra: list[int], token_budget: in
     cut = [0] * (n + 1)
     for end in range(1, n + 1):
         widest = 0
-        for start in range(end - 1, max(-1, end - 1 - 512), -1):
+        for start in range(end - 1, max(-1, end - 1 - MAX_RUN), -1):
             widest = max(widest, extra[order[start]])
             longest = lengths[order[start]]  # sorted: the first of the run is the longest
             size = end - start

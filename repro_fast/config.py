@@ -32,7 +32,10 @@ def check_type(value, name: str, types: type | tuple[type, ...], expected: str):
 
 
 def check_choice(value, name: str, choices: tuple[str, ...]) -> str:
-    """``value`` if it is one of ``choices``; ValueError naming ``name`` otherwise."""
+    """``value`` if it is one of ``choices``; naming ``name`` otherwise: TypeError when it is not
+    even a str, ValueError when it is another one."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name}: expected one of {choices}, got {type(value).__name__} {value!r}")
     if value not in choices:
         raise ValueError(f"{name}: expected one of {choices}, got {value!r}")
     return value
@@ -96,7 +99,10 @@ class RePROConfig:
 
     num_segments: int = 20  # k: how many high-entropy segment starts are scored
     stability_weight: float = 0.1  # w in S = (1 - w) S_magn + w S_stab
-    alpha: float = 0.1  # weight of the process advantage in A + alpha * A_process
+    # Weight of the process advantage in A + alpha * A_process (SPEC §6). score() never reads it:
+    # the trainers do (RePROGRPOTrainer, the verl integration, `repro-fast train`), and a loop of
+    # your own passes it as grpo_advantages(..., alpha=config.alpha).
+    alpha: float = 0.1
     ema_decay: float = 0.99  # d of the NLL moving average used by the stability score
     temperature: float = 1.0  # tau: logits are divided by it before every softmax
     normalize: str = "group"  # scope of reward normalization: "group", "batch" or "none"
@@ -115,8 +121,8 @@ class RePROConfig:
     token_budget: int = 16384  # most tokens (padding included) one micro-batch forward may hold
 
     def __post_init__(self) -> None:
-        def fail(name: str, expected: str) -> None:
-            raise ValueError(f"RePROConfig.{name}: expected {expected}, got {getattr(self, name)!r}")
+        def fail(name: str, expected: str, error: type[Exception] = ValueError) -> None:
+            raise error(f"RePROConfig.{name}: expected {expected}, got {getattr(self, name)!r}")
 
         check_int(self.num_segments, "RePROConfig.num_segments", 1, MAX_SEGMENTS)
         check_int(self.token_budget, "RePROConfig.token_budget", 1)
@@ -128,21 +134,27 @@ class RePROConfig:
         check_choice(self.boundary_mode, "RePROConfig.boundary_mode", BOUNDARY_MODES)
         check_choice(self.think_end_mode, "RePROConfig.think_end_mode", THINK_END_MODES)
         check_choice(self.stability_form, "RePROConfig.stability_form", STABILITY_FORMS)
-        if not isinstance(self.answer_template, str) or "{answer}" not in self.answer_template:
+        if not isinstance(self.answer_template, str):
+            fail("answer_template", "a str containing '{answer}'", TypeError)
+        if "{answer}" not in self.answer_template:
             fail("answer_template", "a str containing '{answer}'")
         try:
             self.answer_template.format(answer="0")
         except (IndexError, KeyError, ValueError) as exc:
             raise ValueError(f"RePROConfig.answer_template: not a valid format string ({exc}); "
                              "write literal braces as '{{' and '}}'") from None
-        if self.think_end is not None and (not isinstance(self.think_end, str) or not self.think_end):
+        if self.think_end is not None and not isinstance(self.think_end, str):
+            fail("think_end", "a non-empty str or None", TypeError)
+        if self.think_end == "":
             fail("think_end", "a non-empty str or None")
         suffixes = self.boundary_suffixes
-        if not isinstance(suffixes, (tuple, list)) or not all(isinstance(s, str) and s for s in suffixes):
+        if not isinstance(suffixes, (tuple, list)) or not all(isinstance(s, str) for s in suffixes):
+            fail("boundary_suffixes", "a tuple of non-empty str", TypeError)
+        if not all(suffixes):
             fail("boundary_suffixes", "a tuple of non-empty str")
         object.__setattr__(self, "boundary_suffixes", tuple(suffixes))
         if not isinstance(self.answer_add_special_tokens, bool):
-            fail("answer_add_special_tokens", "a bool")
+            fail("answer_add_special_tokens", "a bool", TypeError)
 
     @classmethod
     def authors_code(cls, **overrides) -> RePROConfig:

@@ -1,15 +1,17 @@
 """The model as the scorer sees it: a Hugging Face causal LM split into ``decoder(ids) -> hidden``
 and ``LM head(hidden) -> (log-prob, entropy)``, the head applied only to the rows each quantity
 needs (never full-vocabulary logits everywhere); the one forward over ``[q, y]`` that gives every
-response token's log-prob and entropy (phase 1, and the trainer's `sequence_logprobs`); the
-record of a trainer's own forward (`ModelAdapter.capture`) or generation
-(`ModelAdapter.capture_generation`); `scoring_mode`."""
+response token's log-prob and entropy (the scorer's own phase 1, and the trainer's
+`sequence_logprobs`); `scoring_mode`; and what the fast backend needs to know of a model before it
+extends a KV cache: which modules would make a pass differ from an eval-mode one
+(`dropout_in_effect`), its sliding window (`sliding_window`) and whether a cache can take the
+answer copies (`kv_cache_refusal`)."""
 
 from __future__ import annotations
 
 import contextlib
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,11 +26,79 @@ def text_config(model):
     return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
 
 
-def _cache_of(out):
+def cache_of(out):
     """The KV cache of a decoder output, read under the field name this release declares (asking a
     new release's output for ``past_key_values`` logs a deprecation warning on every command)."""
     field = "cache" if "cache" in getattr(out, "__dataclass_fields__", {}) else "past_key_values"
     return getattr(out, field, None)
+
+
+# The chunked head's logits per chunk, at most: 2^24 fp32 values (64 MiB), whatever the vocabulary.
+HEAD_CHUNK_ELEMENTS = 1 << 24
+
+
+def dropout_in_effect(model) -> str | None:
+    """The first module of ``model`` that would make a forward differ from an eval-mode one, named
+    (``"transformer.h.0.attn.attn_dropout (Dropout, p=0.1)"``), or None. A module counts when it is
+    in train mode and is a dropout layer with ``p > 0`` or holds a positive float setting named
+    like one (``attention_dropout``, ``hidden_dropout``, ``router_jitter_noise``: attention
+    functions read those floats only in train mode)."""
+    for name, module in model.named_modules():
+        if not module.training:
+            continue
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd):
+            if module.p > 0:
+                return f"{name or type(model).__name__} ({type(module).__name__}, p={module.p})"
+            continue
+        for attr, value in vars(module).items():
+            if (("dropout" in attr or "jitter" in attr) and isinstance(value, float)
+                    and not isinstance(value, bool) and value > 0):
+                return f"{name or type(model).__name__}.{attr} = {value}"
+    return None
+
+
+def sliding_window(model) -> int | None:
+    """The attention window of the model's sliding-window layers (keys further back than it are
+    not seen), or None when no layer slides."""
+    cfg = text_config(model)
+    window = getattr(cfg, "sliding_window", None)
+    if not window or getattr(cfg, "use_sliding_window", True) is False:
+        return None
+    layer_types = getattr(cfg, "layer_types", None)
+    if layer_types is not None and not any("sliding" in str(t) for t in layer_types):
+        return None
+    return int(window)
+
+
+def kv_cache_refusal(cache, columns: int) -> str | None:
+    """Why the answer copies cannot extend ``cache`` as the keys and values of exactly ``columns``
+    fed columns (None when they can): every layer must be a growable attention KV layer holding
+    all of them. A recurrent or linear-attention layer (hybrid models) keeps one state for the whole
+    sequence, which no copy can rewind to its prefix; a sliding-window layer past its window has
+    dropped its oldest columns; a static layer is preallocated longer than what was fed."""
+    if cache is None:
+        return "the decoder returned no KV cache"
+    layers = getattr(cache, "layers", None)
+    if layers is None:
+        return f"the KV cache ({type(cache).__name__}) has no per-layer key/value tensors"
+    for i, layer in enumerate(layers):
+        kind = type(layer).__name__
+        if kind == "DummyLayer":  # a layer without attention (MLP / MoE only): nothing cached
+            continue
+        if getattr(layer, "max_cache_len", None) is not None:
+            return (f"layer {i} of the KV cache is a {kind}: a static cache is preallocated and cannot be "
+                    "extended by the answer copies; use the default dynamic cache")
+        if any("linear" in c.__name__.lower() or "mamba" in c.__name__.lower() for c in type(layer).__mro__):
+            return (f"layer {i} of the KV cache is a {kind}: a recurrent (linear-attention / state-space) "
+                    "layer keeps one state for the whole sequence, which the answer copies cannot rewind "
+                    "to their prefix")
+        keys = getattr(layer, "keys", None)
+        if not isinstance(keys, torch.Tensor) or keys.numel() == 0:
+            return f"the decoder returned an empty KV cache (layer {i}, a {kind}, holds no keys)"
+        if keys.shape[-2] != columns:
+            return (f"layer {i} of the KV cache ({kind}) holds {keys.shape[-2]} columns of the {columns} "
+                    "fed: a sliding-window layer drops the columns beyond its window")
+    return None
 
 
 @dataclass
@@ -52,54 +122,6 @@ class ResponsePass:
     position_base: np.ndarray | None = None
 
 
-@dataclass
-class CapturedForward:
-    """What `ModelAdapter.capture` recorded of one decoder call of a trainer's own forward."""
-
-    hidden: torch.Tensor | None = None  # [B, L, H], the decoder's last hidden states
-    cache: object = None
-    position_ids: torch.Tensor | None = None  # as the trainer passed them (None: 0, 1, ... per column)
-    calls: int = 0
-
-
-@dataclass
-class CapturedGeneration:
-    """What `ModelAdapter.capture_generation` recorded of a trainer's ``model.generate(...)``: the
-    decoder calls of one sequence of cached steps (prefill, then one column per sampled token).
-
-    Each call's fed ``input_ids``, last hidden states and position ids are kept per call (joined
-    by `joined`); ``cache`` is the one KV cache every call extended; ``attention_mask`` is the
-    last call's (``[B, columns fed]``); ``autocast``: ``(enabled, dtype)`` when the first call ran,
-    so that the scorer's own steps over this cache run in the same precision."""
-
-    input_ids: list = field(default_factory=list)
-    hidden: list = field(default_factory=list)
-    position_ids: list = field(default_factory=list)
-    attention_mask: torch.Tensor | None = None
-    cache: object = None
-    autocast: tuple[bool, torch.dtype] | None = None
-    calls: int = 0
-    broken: str | None = None  # why the calls are not one sequence of cached steps
-    # From the logits generate() computed to sample (its model output, soft-cap and scale
-    # included), at temperature tau: per sampled column t, H_t (known when its call returns) and
-    # log p(y_t) (gathered when y_t is fed next, or by the scorer for the last column).
-    entropies: list = field(default_factory=list)
-    logprobs: list = field(default_factory=list)
-    pending: torch.Tensor | None = None  # [B, V] log-probs of the last call, until y_t is known
-
-    @property
-    def columns_fed(self) -> int:
-        """Columns the decoder was fed, all calls together (prompt width + sampled - 1)."""
-        return sum(ids.shape[1] for ids in self.input_ids)
-
-    def joined(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Fed tokens ``[B, L]``, hidden states ``[B, L, H]`` and position ids (None when the model
-        numbered the columns itself) of all calls, column after column."""
-        positions = None if any(p is None for p in self.position_ids) else torch.cat(
-            [p.expand(self.input_ids[i].shape[0], -1) for i, p in enumerate(self.position_ids)], dim=1)
-        return torch.cat(self.input_ids, dim=1), torch.cat(self.hidden, dim=1), positions
-
-
 class ModelAdapter:
     """A Hugging Face causal LM seen as ``decoder(ids) -> hidden`` and ``head(hidden) -> stats``.
     Both are looked up on every call, never cached, so that after ``resize_token_embeddings`` or
@@ -115,7 +137,7 @@ class ModelAdapter:
         self._verified_head = None
         # transformers >= 5.2x names the KV cache argument `cache`, earlier releases `past_key_values`.
         params = inspect.signature(model.get_decoder().forward).parameters
-        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"
 
     @property
     def head(self) -> torch.nn.Module:
@@ -165,7 +187,7 @@ class ModelAdapter:
             # torch over the real head, run as the trainer's own forward runs it (under its
             # autocast when one is on: casting the rows alone would feed bf16 to an fp32 head).
             lps, ents = [], []
-            step = max(1, (1 << 24) // max(head.weight.shape[0], 1))
+            step = max(1, HEAD_CHUNK_ELEMENTS // max(head.weight.shape[0], 1))
             for rows, rows_targets in zip(hidden.split(step), targets.split(step)):
                 with torch.autocast(device_type, dtype=dtype, enabled=autocast):
                     logits = self.logits(rows if autocast else rows.to(dtype))
@@ -176,94 +198,16 @@ class ModelAdapter:
                     ents.append(-torch.where(p == 0, 0.0, p * logp).sum(-1))
             return torch.cat(lps), torch.cat(ents) if with_entropy else None
 
-    @contextlib.contextmanager
-    def capture(self):
-        """Record the decoder's hidden states and KV cache during a trainer's own forward of the
-        model (which may have asked for no cache: the cache is turned on, which changes no value)."""
-        decoder, record = self.model.get_decoder(), CapturedForward()
-
-        def before(module, args, kwargs):
-            kwargs["use_cache"] = True
-            record.position_ids = kwargs.get("position_ids")
-            return args, kwargs
-
-        def after(module, args, kwargs, out):
-            record.calls += 1
-            record.hidden, record.cache = out.last_hidden_state, _cache_of(out)
-
-        handles = [decoder.register_forward_pre_hook(before, with_kwargs=True),
-                   decoder.register_forward_hook(after, with_kwargs=True)]
-        try:
-            yield record
-        finally:
-            for handle in handles:
-                handle.remove()
-
-    @contextlib.contextmanager
-    def capture_generation(self):
-        """Record every decoder call of a trainer's ``model.generate(...)``: a prefill over the
-        prompts, then one call per sampled column, each extending the KV cache of the one before;
-        and, from the model's outer forward, the logits each column was sampled from (reduced at
-        once to that column's entropy and, once the sampled token is fed, its log-prob). A call
-        that starts a new cache (a second ``generate``) or changes the batch marks the record
-        ``broken``: it is then no phase 1 of one batch."""
-        decoder, record = self.model.get_decoder(), CapturedGeneration()
-
-        def before(module, args, kwargs):
-            ids = kwargs.get("input_ids", args[0] if args else None)
-            if record.pending is not None and ids is not None and ids.shape[1] == 1:
-                record.logprobs.append(record.pending.gather(1, ids.reshape(-1, 1).long())[:, 0])
-            record.pending = None
-            cache = kwargs.get(self._cache_arg)
-            if ids is None:
-                record.broken = "a decoder call without input_ids (inputs_embeds)"
-            elif record.calls and (cache is not record.cache or ids.shape[0] != record.input_ids[0].shape[0]):
-                record.broken = "more than one generation (or a changed batch) inside one capture"
-            if record.broken is None:
-                record.input_ids.append(ids.detach())
-                record.position_ids.append(kwargs.get("position_ids"))
-                record.attention_mask = kwargs.get("attention_mask")
-                if record.calls == 0:
-                    device_type = ids.device.type
-                    record.autocast = (torch.is_autocast_enabled(device_type),
-                                       torch.get_autocast_dtype(device_type))
-            return args, kwargs
-
-        def after(module, args, kwargs, out):
-            record.calls += 1
-            if record.broken is None:
-                record.hidden.append(out.last_hidden_state.detach())
-                record.cache = _cache_of(out)
-                if record.cache is None:
-                    record.broken = "the decoder returned no KV cache"
-
-        def sampled_from(module, args, kwargs, out):
-            logits = getattr(out, "logits", None)
-            if record.broken is not None or logits is None or len(record.entropies) != record.calls - 1:
-                return  # a model whose outer forward is not the one generate() calls: no stats
-            logp = torch.log_softmax(logits[:, -1].detach().float() / self.temperature, dim=-1)
-            record.entropies.append(-torch.where(logp.isneginf(), 0.0, logp.exp() * logp).sum(-1))
-            record.pending = logp
-
-        handles = [decoder.register_forward_pre_hook(before, with_kwargs=True),
-                   decoder.register_forward_hook(after, with_kwargs=True),
-                   self.model.register_forward_hook(sampled_from, with_kwargs=True)]
-        try:
-            yield record
-        finally:
-            for handle in handles:
-                handle.remove()
-
-    def hidden(self, input_ids, attention_mask, position_ids, cache=None, use_cache=False, **kwargs):
-        """Final hidden states ``[B, L, H]`` and the KV cache (when ``use_cache``); extra keyword
+    def run_decoder(self, input_ids, attention_mask, position_ids, cache=None, use_cache=False, **kwargs):
+        """One decoder call: final hidden states ``[B, L, H]`` and the KV cache (when ``use_cache``); extra keyword
         arguments go down to the attention functions."""
         if cache is not None:
-            kwargs[self._cache_arg] = cache
+            kwargs[self.cache_arg] = cache
         out = self.model.get_decoder()(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
             use_cache=use_cache, return_dict=True, **kwargs,
         )
-        return out.last_hidden_state, _cache_of(out)
+        return out.last_hidden_state, cache_of(out)
 
     def verify(self, sample_ids: list[int]) -> None:
         """Check that decoder + head reproduce the model's own logits (again after the head
@@ -277,7 +221,7 @@ class ModelAdapter:
             # The class's own forward: accelerate wraps the instance's `forward` in an autocast
             # of its own, which would turn bf16 back on inside this block.
             full = type(self.model).forward(self.model, input_ids=ids, use_cache=False).logits[0].float()
-            hidden, _ = self.hidden(ids, mask, pos)
+            hidden, _ = self.run_decoder(ids, mask, pos)
             ours = self.logits(hidden[0]).float()
         if not torch.isfinite(full).all():
             raise ValueError("model: produced NaN or inf logits on the first prompt's tokens; "
@@ -298,9 +242,9 @@ class ModelAdapter:
         device = self.device
         seqs = [np.concatenate([q, y if keep else y[:-1]]) for q, y in zip(prompts, responses)]
         ids, mask, pos = right_padded(seqs, device)
-        hidden, cache = self.hidden(ids, mask, pos, use_cache=keep)
+        hidden, cache = self.run_decoder(ids, mask, pos, use_cache=keep)
         if keep and cache is None:
-            raise TypeError(f"model: {type(self.model).__name__} returned no KV cache from its decoder; "
+            raise ValueError(f"model: {type(self.model).__name__} returned no KV cache from its decoder; "
                             "the fast backend reuses that cache for the answer copies. Use backend='naive'")
         width = ids.shape[1]
         # Row r, position |q| - 1 + t predicts y[t].

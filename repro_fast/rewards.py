@@ -135,8 +135,3 @@ def reward_to_go_at_points(values: torch.Tensor, counts: list[int], points: list
     run_lengths[chunk_slots] = steps
     run_lengths[zero_slots] = width - last_point
     return torch.repeat_interleave(run_values, torch.from_numpy(run_lengths)).view(n, width)
-
-
-def reward_to_go(placed: torch.Tensor) -> torch.Tensor:
-    """SPEC §6 process advantage: ``A_t = sum_{s >= t} placed[:, s]`` along each row."""
-    return placed.flip(-1).cumsum(-1).flip(-1)

@@ -1,34 +1,37 @@
 """`RePROScorer` and `RePROResult`: the public entry point (SPEC §7).
 
-One `score()` call (`RePROScorer._score`) reads top to bottom::
+Every entry point runs one path, `RePROScorer._run`, and differs only in where phase 1 comes
+from (`repro_fast.phase1`)::
 
-    validate         _items                 types, lengths, id range, answers (config.check_*)
-    plan (host)      _plans                 think bounds E, F and candidates (segments.py, SPEC §1, §3)
-    per micro-batch  backend.groups         (backends/: the `Backend` protocol)
-      phase 1        backend.token_stats    token log-probs + entropies (fast: + hidden, KV cache)
-      select         select_points          SPEC §4 on the device (selection.py)
-      J              backend.answer_logprobs  J at every point (SPEC §2)
-    result           _result                one host copy -> points and J per trajectory ->
-                                            finiteness check -> segment scores (rewards.py,
-                                            SPEC §5) -> padded outputs and process advantages
-                                            (advantages.py, SPEC §6)
+    validate         _items / _unpadded      types, lengths, id range, answers (config.check_*)
+    plan (host)      _plans                  think bounds E, F and candidates (segments.py, SPEC §1, §3)
+    per micro-batch  source.passes           phase 1: token log-probs + entropies, hidden states,
+                                             KV cache (the scorer's own forward, a trainer's recorded
+                                             forward or its recorded generate())
+      select         select_points           SPEC §4 on the device (selection.py)
+      J              backend.mean_answer_logprobs   J at every point (SPEC §2): the extend step
+    result           _result                 one host copy -> points and J per trajectory ->
+                                             finiteness check -> segment scores (rewards.py,
+                                             SPEC §5) -> padded outputs and process advantages
+                                             (advantages.py, SPEC §6)
 
-`score_padded` unpads a trainer's tensors and calls `score`; `score_phase1` takes phase 1 from
-the trainer's own forward, `score_generation` from the trainer's own ``generate`` (one more cached
-step and the head), and both run select, J (`_select_and_extend`) and result.
+    score(prompts, responses, ...)           OwnForward
+    score_padded(prompt_ids, ...)            unpad -> score
+    score_phase1(record, prompt_ids, ...)    RecordedForward (capture_phase1)
+    score_generation(record, ...)            RecordedGeneration (capture_generation)
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
 
-from repro_fast.advantages import process_advantages
-from repro_fast.backends import BACKENDS, Backend, Item, build_backend
+from repro_fast.advantages import MAX_WIDTH, process_advantages
+from repro_fast.backends import BACKENDS, Backend, FastBackend, Item, build_backend
 from repro_fast.batching import padded
 from repro_fast.config import (
     RePROConfig,
@@ -39,14 +42,18 @@ from repro_fast.config import (
     check_type,
 )
 from repro_fast.dispatch import resolve_kernels, resolve_planner
-from repro_fast.model import CapturedForward, CapturedGeneration, ModelAdapter, ResponsePass, scoring_mode
+from repro_fast.model import ModelAdapter, scoring_mode
+from repro_fast.phase1 import (
+    OwnForward,
+    Phase1Source,
+    RecordedForward,
+    RecordedGeneration,
+    record_forward,
+    record_generation,
+)
 from repro_fast.rewards import place, segment_scores
 from repro_fast.segments import Plan, Planner
 from repro_fast.selection import select_points
-
-# The widest padded output a call may ask for: far beyond any real completion, and small enough
-# that a typo (10**12) is refused before the forward pass instead of failing inside torch.
-MAX_WIDTH = 1 << 24
 
 
 @dataclass
@@ -54,7 +61,9 @@ class RePROResult:
     """RePro scores of a batch of N trajectories (SPEC §5-6).
 
     Lists hold one CPU entry per trajectory ``b``. The ``[N, width]`` tensors are on the model's
-    device, 0 / False on padding (``width``: the longest response unless asked for more).
+    device, float32 (bool for the masks), 0 / False on padding (``width``: the longest response
+    unless asked for more); except that `score_phase1` returns the trainer's own ``token_logprobs``
+    tensor as it was given (its dtype, its values on padding).
     """
 
     points: list[list[int]]  # P_0 = 0 < P_1 < ... < P_m, the scored prefix lengths
@@ -84,14 +93,15 @@ class RePROResult:
         width = results[0].token_rewards.shape[1]
         if any(r.token_rewards.shape[1] != width for r in results):
             raise ValueError(f"results: widths differ ({[r.token_rewards.shape[1] for r in results]})")
-        lists = {f: [x for r in results for x in getattr(r, f)]
-                 for f in ("points", "nll", "s_magn", "s_stab", "score", "rewards", "think_end")}
-        tensors = {f: torch.cat([getattr(r, f) for r in results])
-                   for f in ("token_rewards", "token_logprobs", "token_entropies", "reward_mask",
-                             "response_mask")}
-        advantages = process_advantages(lists["rewards"], lists["points"], width, group_ids, normalize,
-                                        results[0].token_rewards.device)
-        return cls(**lists, **tensors, process_advantages=advantages)
+        joined = {}
+        for f in fields(cls):
+            if f.name == "process_advantages":
+                continue  # normalized again below, over the whole batch
+            parts = [getattr(r, f.name) for r in results]
+            joined[f.name] = torch.cat(parts) if isinstance(parts[0], torch.Tensor) else [x for p in parts for x in p]
+        joined["process_advantages"] = process_advantages(joined["rewards"], joined["points"], width, group_ids,
+                                                          normalize, results[0].token_rewards.device)
+        return cls(**joined)
 
 
 @dataclass
@@ -106,6 +116,7 @@ class StageOutputs:
 
     def add(self, group: list[int], logprobs: torch.Tensor, entropies: torch.Tensor, points: torch.Tensor,
             values: torch.Tensor) -> None:
+        """Keep one micro-batch's outputs (``group``: its trajectories, in the order of the tensors)."""
         self.groups.append(group)
         self.logprobs.append(logprobs)
         self.entropies.append(entropies)
@@ -288,22 +299,34 @@ class RePROScorer:
         n_max = max((len(it.response) for it in items), default=0)
         if width is not None:
             width = check_int(width, "width (at least the longest response)", n_max, max(n_max, MAX_WIDTH))
-        width = n_max if width is None else width
+        return self._run(items, OwnForward(self.backend), group_ids, n_max if width is None else width)
+
+    def _run(self, items: list[Item], source: Phase1Source, group_ids: Sequence[Hashable] | None,
+             width: int) -> RePROResult:
+        """The one scoring path of every entry point: plan, then per micro-batch of ``source``
+        phase 1 -> select (SPEC §4) -> J at every point (the extend step), then the result."""
         plans = self._plans(items)
-        k, backend, kernels = self.config.num_segments, self.backend, self.kernels
+        k = self.config.num_segments
+        counts = [plan.num_points(k) for plan in plans]
         out = StageOutputs()
-        with scoring_mode(self.model):
+        with scoring_mode(self.model), source.precision():
             if items:
                 self.adapter.verify(items[0].prompt[:8].tolist())
-            for group in backend.groups(items, [plan.num_points(k) for plan in plans]):
-                lengths = [len(items[b].response) for b in group]
-                counts = [plans[b].num_points(k) for b in group]
-                phase1 = backend.token_stats(items, group)  # log-probs, entropies (fast: + cache)
-                chosen = select_points(phase1.entropies, lengths, [plans[b] for b in group], k, kernels)
-                values = backend.answer_logprobs(items, group, chosen, counts, phase1)  # J(P_j)
-                out.add(group, phase1.logprobs, phase1.entropies, chosen, values)
-                del phase1  # frees the cache before the next micro-batch
-        return self._result(items, plans, out, group_ids, width)
+            try:
+                for group, response_pass in source.passes(items, counts):
+                    lengths = [len(items[b].response) for b in group]
+                    chosen = select_points(response_pass.entropies, lengths, [plans[b] for b in group], k,
+                                           self.kernels)
+                    values = self.backend.mean_answer_logprobs(items, group, chosen, [counts[b] for b in group],
+                                                               response_pass)
+                    out.add(group, response_pass.logprobs, response_pass.entropies, chosen, values)
+                    del response_pass  # frees this micro-batch's cache before the next one
+            finally:
+                source.release()  # a recorded cache back as it was recorded
+        result = self._result(items, plans, out, group_ids, width)
+        if source.token_logprobs is not None:  # a trainer's own log-probs, returned as they are
+            result.token_logprobs = source.token_logprobs
+        return result
 
     def score_padded(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
                      completion_mask: torch.Tensor, answers: Sequence[str],
@@ -314,23 +337,47 @@ class RePROScorer:
         prompts, completions, _ = self._unpadded(prompt_ids, prompt_mask, completion_ids, completion_mask)
         return self.score(prompts, completions, answers, group_ids, width=completion_ids.shape[1])
 
+    def fast_backend_refusal(self, max_length: int | None = None) -> str | None:
+        """Why the fast backend cannot score this model exactly for real sequences (prompt +
+        response + answer) of up to ``max_length`` tokens (None: any length), or None when it can:
+        a sliding window shorter than that, a hybrid model whose cache holds recurrent layers, an
+        encoder-decoder. Trainers ask once, when they are built, and use ``backend="naive"`` then."""
+        with self._lock:
+            if max_length is not None:
+                check_int(max_length, "max_length", 1)
+            try:
+                backend = self.backend if isinstance(self.backend, FastBackend) else FastBackend(
+                    self.adapter, self.config.token_budget, self.kernels)
+            except TypeError as exc:  # an encoder-decoder
+                return str(exc)
+            return backend.refusal(max_length)
+
+    def _check_records_allowed(self, what: str) -> None:
+        if self.backend_name != "fast":
+            raise ValueError(f"{what}: needs backend='fast' (the naive backend keeps no KV cache)")
+
     def capture_phase1(self):
         """A context manager that records phase 1 from a forward the trainer runs itself.
 
         Inside the block, run the trainer's own no-grad forward of this scorer's model over
-        ``[prompt_ids | completion_ids]`` (one decoder call: one micro-batch); it records that
-        call's last hidden states and KV cache (the cache is switched on, which changes no value).
-        Then pass the record to `score_phase1` with that forward's log-probs and entropies::
+        ``[prompt_ids | completion_ids]`` (one decoder call: one micro-batch), with the model in
+        eval mode (no dropout), the concatenated masks as ``attention_mask`` and, for models with
+        learned positions (GPT-2), ``position_ids`` that count from each row's first real token.
+        It records what that call was fed, its last hidden states and its KV cache (the cache is
+        switched on, which changes no value). Then pass the record to `score_phase1` with that
+        forward's log-probs and entropies::
 
-            with scorer.capture_phase1() as phase1:
+            with scorer.capture_phase1() as record:
                 logps, entropies = trainer_forward(...)  # [N, Lc] each
-            result = scorer.score_phase1(phase1, prompt_ids, prompt_mask, completion_ids,
+            result = scorer.score_phase1(record, prompt_ids, prompt_mask, completion_ids,
                                          completion_mask, answers, group_ids,
                                          token_logprobs=logps, token_entropies=entropies)
+
+        The record holds the hidden states and the cache until you drop it; scoring leaves it as
+        it was (scoring it again gives the same result). One capture at a time per model.
         """
-        if self.backend_name != "fast":
-            raise TypeError("capture_phase1: needs backend='fast' (the naive backend keeps no KV cache)")
-        return self.adapter.capture()
+        self._check_records_allowed("capture_phase1")
+        return record_forward(self.adapter, self.config)
 
     def score_phase1(self, phase1, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
                      completion_ids: torch.Tensor, completion_mask: torch.Tensor, answers: Sequence[str],
@@ -339,70 +386,45 @@ class RePROScorer:
         """`score_padded` whose phase 1 is the trainer's own forward (SPEC §7), recorded by
         `capture_phase1`: only selection (from ``token_entropies``) and the extend step run here.
 
-        Prompts must be left-padded (flush against the completions, as TRL and verl lay them out)
-        and the forward must have seen ``[prompt_ids | completion_ids]`` with the concatenated
-        masks. ``token_logprobs`` and ``token_entropies``: ``[N, Lc]`` at temperature tau, as the
-        trainer computed them. The result's ``token_logprobs`` is the trainer's tensor itself;
-        the other outputs agree with `score_padded` within the precision's bound for rotary
-        models, and for learned positions when the trainer passed ``position_ids`` that count
-        from each row's first real token (a left-padded row without them shifts every position).
+        Prompts must be left-padded (flush against the completions, as TRL and verl lay them out).
+        ``token_logprobs`` and ``token_entropies``: ``[N, Lc]`` at temperature tau, as the trainer
+        computed them. The record is checked against the tensors first: the tokens, mask and
+        positions its forward was fed, no dropout in effect, a KV cache holding every column, a
+        sliding window (if any) covering every answer copy, the scorer's config unchanged since
+        the capture; where it is not the pass `score_padded` would run, `UnusableRecord` says why
+        (fall back to `score_padded`). The result's ``token_logprobs`` is the trainer's tensor
+        itself; the other outputs agree with `score_padded` within the precision's bound.
         """
         with self._lock:
-            return self._score_phase1(phase1, prompt_ids, prompt_mask, completion_ids, completion_mask,
-                                      answers, group_ids, token_logprobs, token_entropies)
-
-    def _score_phase1(self, phase1, prompt_ids, prompt_mask, completion_ids, completion_mask, answers,
-                      group_ids, token_logprobs, token_entropies) -> RePROResult:
-        prompts, completions, masks = self._unpadded(prompt_ids, prompt_mask, completion_ids, completion_mask)
-        n, lq, lc = len(prompts), prompt_ids.shape[1], completion_ids.shape[1]
-        _check_phase1(phase1, masks[0], n, lq, lc, token_logprobs, token_entropies)
-        items = self._items(prompts, completions, answers, group_ids)
-        plans = self._plans(items)
-        real = masks[1].to(self.adapter.device)
-        packed_lp = token_logprobs.detach()[real].float()
-        packed_ent = token_entropies.detach()[real].float()
-        with scoring_mode(self.model):
-            if items:
-                self.adapter.verify(items[0].prompt[:8].tolist())
-            out = self._select_and_extend(phase1, items, plans, packed_lp, packed_ent, lq, lc)
-        result = self._result(items, plans, out, group_ids, lc)
-        result.token_logprobs = token_logprobs
-        return result
-
-    def _select_and_extend(self, record: CapturedForward, items: list[Item], plans: list[Plan],
-                           packed_lp: torch.Tensor, packed_ent: torch.Tensor, lq: int,
-                           lc: int) -> StageOutputs:
-        """Select (SPEC §4) and J (the extend step) of one recorded pass over ``[q | y]`` in a
-        trainer's layout (``lq`` prompt columns, ``lc`` completion columns), whose packed token
-        statistics are given: the whole batch is one micro-batch."""
-        k = self.config.num_segments
-        counts = [plan.num_points(k) for plan in plans]
-        lengths = [len(it.response) for it in items]
-        group = list(range(len(items)))
-        chosen = select_points(packed_ent, lengths, plans, k, self.kernels)
-        rows = _captured_pass(record, packed_lp, packed_ent, [len(it.prompt) for it in items], lq, lc)
-        values = self.backend.answer_logprobs(items, group, chosen, counts, rows)
-        record.hidden = record.cache = None  # the caller's record no longer pins them
-        return StageOutputs([group], [packed_lp], [packed_ent], [chosen], [values])
+            prompts, completions, masks = self._unpadded(prompt_ids, prompt_mask, completion_ids,
+                                                         completion_mask)
+            self._check_records_allowed("score_phase1")
+            items = self._items(prompts, completions, answers, group_ids)
+            source = RecordedForward(phase1, self.adapter, self.config, items, prompt_ids, masks, completion_ids,
+                                     token_logprobs, token_entropies)
+            return self._run(items, source, group_ids, completion_ids.shape[1])
 
     def capture_generation(self):
         """A context manager that records phase 1 from the trainer's own sampling.
 
         Inside the block, call ``model.generate(input_ids=prompt_ids, attention_mask=prompt_mask,
         ...)`` of this scorer's model once: left-padded prompts, one sequence per row, the default
-        dynamic KV cache. Its prefill and decoding steps are one pass over ``[q | y]`` (the last
+        dynamic KV cache, the model in eval mode (no dropout), sampling at the config's
+        temperature. Its prefill and decoding steps are one pass over ``[q | y]`` (the last
         sampled token aside) whose hidden states, KV cache and sampling logits are phase 1, so
         RePro adds one more cached step, selection and the extend step::
 
-            with scorer.capture_generation() as generation:
+            with scorer.capture_generation() as record:
                 sequences = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, ...)
             completion_ids = sequences[:, prompt_ids.shape[1]:]
-            result = scorer.score_generation(generation, prompt_ids, prompt_mask, completion_ids,
+            result = scorer.score_generation(record, prompt_ids, prompt_mask, completion_ids,
                                              completion_mask, answers, group_ids)
+
+        The record holds the hidden states and the cache until you drop it; scoring leaves it as
+        it was (scoring it again gives the same result). One capture at a time per model.
         """
-        if self.backend_name != "fast":
-            raise TypeError("capture_generation: needs backend='fast' (the naive backend keeps no KV cache)")
-        return self.adapter.capture_generation()
+        self._check_records_allowed("capture_generation")
+        return record_generation(self.adapter, self.config)
 
     def score_generation(self, generation, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
                          completion_ids: torch.Tensor, completion_mask: torch.Tensor, answers: Sequence[str],
@@ -413,56 +435,23 @@ class RePROScorer:
         ``prompt_ids`` / ``prompt_mask``: the left-padded tensors ``generate`` was given;
         ``completion_ids``: the columns it sampled (a trainer may pad them further: those columns
         must be masked); ``completion_mask``: 1 on each completion's real tokens (up to and
-        including its first EOS). The record is checked against them: every token the decoder
-        was fed must be the one given here. Token log-probs and entropies come from the logits
-        ``generate`` computed to sample each token (the model's own output at temperature tau;
-        where they were not seen, from the scorer's head on the recorded hidden states); the
-        extend step runs in the precision the generation ran in (its autocast state is recorded
-        and restored). Outputs agree with `score_padded` within that precision's bound (cached
+        including its first EOS). The record is checked against them as in `score_phase1` (every
+        fed token the one given here; and ``generate``, where it was called as the model's own
+        method, sampled at the config's temperature); `UnusableRecord` says why a record cannot be
+        used. Token log-probs and entropies come from the logits ``generate`` computed to sample
+        each token (where they were not seen, from the scorer's head on the recorded hidden
+        states); the extend step runs in the precision the generation ran in (its autocast state
+        is recorded). Outputs agree with `score_padded` within that precision's bound (cached
         decoding sums in another order than one forward).
         """
         with self._lock:
-            return self._score_generation(generation, prompt_ids, prompt_mask, completion_ids,
-                                          completion_mask, answers, group_ids)
-
-    def _score_generation(self, generation, prompt_ids, prompt_mask, completion_ids, completion_mask, answers,
-                          group_ids) -> RePROResult:
-        prompts, completions, masks = self._unpadded(prompt_ids, prompt_mask, completion_ids, completion_mask)
-        _check_left_padded(masks[0], "score_generation")
-        check_type(generation, "generation", CapturedGeneration, "the record of capture_generation()")
-        lq, lc = prompt_ids.shape[1], completion_ids.shape[1]
-        fed, hidden, positions, mask = _generated_layout(generation, prompt_ids, masks[0], completion_ids,
-                                                         masks[1])
-        sampled = fed.shape[1] - lq + 1  # completion columns generate produced; the last one never fed
-        items = self._items(prompts, completions, answers, group_ids)
-        plans = self._plans(items)
-        device = self.adapter.device
-        enabled, dtype = generation.autocast
-        with scoring_mode(self.model), torch.autocast(device.type, dtype=dtype, enabled=enabled):
-            if items:
-                self.adapter.verify(items[0].prompt[:8].tolist())
-            # One more cached step, as generate would take it: the key and value of the last sampled
-            # column (a prefix may end there) and the hidden state after it.
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            last_position = None if positions is None else positions[:, -1:] + 1
-            last_ids = completion_ids[:, sampled - 1: sampled].to(device)
-            last, _ = self.adapter.hidden(last_ids, mask, last_position, cache=generation.cache,
-                                          use_cache=True)
-            hidden = torch.cat([hidden, last], dim=1)
-            record = CapturedForward(hidden=hidden, cache=generation.cache, position_ids=positions, calls=1)
-            packed_lp, packed_ent = _sampled_stats(generation, last_ids, masks[1][:, :sampled], sampled)
-            if packed_lp is None:  # generate's logits were not seen: the head on the hidden states
-                # Row b, column lq - 1 + t predicts y[t].
-                starts = np.arange(len(items)) * hidden.shape[1] + lq - 1
-                index = np.concatenate([s + np.arange(len(it.response)) for s, it in zip(starts, items)]
-                                       or [[]])
-                targets = np.concatenate([it.response for it in items] or [[]]).astype(np.int64)
-                packed_lp, packed_ent = self.adapter.head_stats(
-                    hidden.flatten(0, 1)[torch.from_numpy(index.astype(np.int64)).to(device)],
-                    torch.from_numpy(targets).to(device))
-            generation.hidden, generation.cache, generation.pending = [], None, None  # no longer pinned
-            out = self._select_and_extend(record, items, plans, packed_lp, packed_ent, lq, sampled)
-        return self._result(items, plans, out, group_ids, lc)
+            prompts, completions, masks = self._unpadded(prompt_ids, prompt_mask, completion_ids,
+                                                         completion_mask)
+            self._check_records_allowed("score_generation")
+            items = self._items(prompts, completions, answers, group_ids)
+            source = RecordedGeneration(generation, self.adapter, self.config, items, prompt_ids, masks,
+                                        completion_ids)
+            return self._run(items, source, group_ids, completion_ids.shape[1])
 
     def _unpadded(self, prompt_ids, prompt_mask, completion_ids, completion_mask):
         """The real tokens of each row of a trainer's padded tensors, and the two boolean masks."""
@@ -574,121 +563,3 @@ def _breaks_padded_layout(mask: torch.Tensor, prompt: bool) -> torch.Tensor:
     if prompt:
         return rises + mask[:, :1].sum(1) > 1  # runs = rises + (1 if column 0 is real)
     return rises > 0  # a real token after padding
-
-
-def _check_left_padded(prompt_mask: torch.Tensor, caller: str) -> None:
-    """A trainer's pass (its forward or its generation) sees the prompts flush against the completions."""
-    if prompt_mask.shape[0] and not prompt_mask[:, -1].all():
-        row = int((~prompt_mask[:, -1]).nonzero()[0])
-        raise ValueError(f"prompt_mask: row {row} is not left-padded; {caller} needs the prompts "
-                         "flush against the completions (use score_padded for other layouts)")
-
-
-def _generated_layout(generation: CapturedGeneration, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
-                      completion_ids: torch.Tensor, completion_mask: torch.Tensor):
-    """The recorded generation's fed tokens ``[N, lq + s - 1]``, hidden states, position ids and
-    attention mask, checked against the tensors given: ``s`` sampled columns, every fed token the one given
-    (the prompts' pad columns aside), the same prompt mask, and nothing real past column ``s``."""
-    if generation.broken is not None:
-        raise ValueError(f"generation: not one generate() call of one batch: {generation.broken}")
-    if generation.calls == 0:
-        raise ValueError("generation: no decoder call was recorded; call model.generate(...) of the "
-                         "scorer's model inside capture_generation()")
-    fed, hidden, positions = generation.joined()
-    n, lq, lc = prompt_ids.shape[0], prompt_ids.shape[1], completion_ids.shape[1]
-    if fed.shape[0] != n:
-        raise ValueError(f"generation: it sampled {fed.shape[0]} rows, expected {n} (one per prompt_ids row; "
-                         "num_return_sequences must be 1: repeat the prompts instead)")
-    sampled = fed.shape[1] - lq + 1
-    if not 1 <= sampled <= lc:
-        raise ValueError(f"generation: its decoder was fed {fed.shape[1]} columns, expected prompt_ids' {lq} "
-                         f"plus at most {lc - 1} sampled ones (completion_ids has {lc} columns)")
-    _check_cache_columns(generation.cache, fed.shape[1], "generation")
-    mask = generation.attention_mask
-    if mask is None:  # generate leaves out a mask of ones (no row padded)
-        mask = torch.ones(fed.shape, dtype=torch.long, device=fed.device)
-    if tuple(mask.shape) != tuple(fed.shape):
-        raise ValueError(f"generation: its decoder calls got no [N, columns fed] = {list(fed.shape)} "
-                         f"attention mask (got {list(mask.shape)}); pass a 2-D attention_mask to generate()")
-    fed = fed.cpu()
-    real_prompt = prompt_mask.cpu()
-    if not torch.equal(fed[:, :lq][real_prompt], prompt_ids.detach().cpu()[real_prompt]):
-        raise ValueError("prompt_ids: not the prompts generate() was given")
-    if not torch.equal(mask[:, :lq].cpu().bool(), real_prompt):
-        raise ValueError("prompt_mask: not the attention mask generate() was given")
-    real = completion_mask.cpu()
-    if real[:, sampled:].any():
-        raise ValueError(f"completion_mask: real tokens past column {sampled}, the last one generate() "
-                         "sampled")
-    given = completion_ids.detach().cpu()[:, : sampled - 1]
-    if not torch.equal(fed[:, lq:][real[:, : sampled - 1]], given[real[:, : sampled - 1]]):
-        raise ValueError("completion_ids: not the tokens generate() sampled")
-    if not mask[:, lq:].cpu().bool()[real[:, : sampled - 1]].all():
-        raise ValueError("generation: a real completion token was hidden from attention while sampling")
-    return fed, hidden, positions, mask
-
-
-def _sampled_stats(generation: CapturedGeneration, last_ids: torch.Tensor, real: torch.Tensor,
-                   sampled: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Packed ``(log p(y_t), H_t)`` of the real completion tokens from the logits ``generate()``
-    sampled them with (one set per sampled column), or ``(None, None)`` when not every column's
-    logits were recorded (a wrapper whose outer forward generate() does not call)."""
-    columns = (len(generation.entropies), len(generation.logprobs) + 1)
-    if generation.pending is None or columns != (sampled, sampled):
-        return None, None
-    last = generation.pending.gather(1, last_ids.reshape(-1, 1).to(generation.pending.device).long())[:, 0]
-    logprobs = torch.stack([*generation.logprobs, last], dim=1)
-    entropies = torch.stack(generation.entropies, dim=1)
-    keep = real.to(logprobs.device)
-    return logprobs[keep], entropies[keep]
-
-
-def _check_cache_columns(cache, width: int, name: str = "phase1") -> None:
-    """Phase 2 indexes the cache by column: every layer must hold all ``width`` columns (a
-    sliding-window layer drops its oldest keys; a static cache is preallocated longer)."""
-    for i, layer in enumerate(getattr(cache, "layers", ())):
-        if getattr(layer, "max_cache_len", None) is not None:
-            raise ValueError(f"{name}: layer {i} of the KV cache is a {type(layer).__name__}: a static cache "
-                             "cannot be extended by the answer copies; use the default dynamic cache")
-        keys = getattr(layer, "keys", None)
-        if keys is None or keys.shape[-2] != width:
-            held = None if keys is None else keys.shape[-2]
-            raise ValueError(f"{name}: layer {i} of the KV cache ({type(layer).__name__}) holds {held} "
-                             f"columns, expected all {width} columns fed; a "
-                             "sliding-window layer shorter than the sequence or a static cache cannot be "
-                             "extended. Use score_padded")
-
-
-def _check_phase1(phase1, prompt_mask: torch.Tensor, n: int, lq: int, lc: int, token_logprobs,
-                  token_entropies) -> None:
-    """`score_phase1`'s own arguments: left-padded prompts, one recorded decoder call with its KV
-    cache over ``[prompt_ids | completion_ids]``, and float ``[N, Lc]`` token statistics."""
-    _check_left_padded(prompt_mask, "score_phase1")
-    check_type(phase1, "phase1", CapturedForward, "the record of capture_phase1()")
-    if phase1.calls != 1 or phase1.cache is None:
-        raise ValueError(f"phase1: expected one decoder call with its KV cache inside capture_phase1(), "
-                         f"recorded {phase1.calls}; run one micro-batch per capture")
-    if tuple(phase1.hidden.shape[:2]) != (n, lq + lc):
-        raise ValueError(f"phase1: its forward saw {tuple(phase1.hidden.shape[:2])} tokens, expected "
-                         f"[prompt_ids | completion_ids] = {(n, lq + lc)}")
-    for name, t in (("token_logprobs", token_logprobs), ("token_entropies", token_entropies)):
-        if not isinstance(t, torch.Tensor) or not t.is_floating_point() or tuple(t.shape) != (n, lc):
-            raise TypeError(f"{name}: expected a float [N, Lc] = {[n, lc]} tensor, got "
-                            f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
-
-
-def _captured_pass(phase1: CapturedForward, logprobs: torch.Tensor, entropies: torch.Tensor,
-                   prompt_lengths: list[int], lq: int, lc: int) -> ResponsePass:
-    """A trainer's captured forward as the phase-1 `ResponsePass` the fast backend extends: its
-    layout is left-padded prompts + right-padded completions, so ``y[0]`` sits at column ``lq``
-    and the pad columns ``[0, lq - |q|)`` are no key of any answer copy."""
-    _check_cache_columns(phase1.cache, lq + lc)
-    n = len(prompt_lengths)
-    offset = np.full(n, lq)
-    key_start = lq - np.array(prompt_lengths, dtype=np.int64)
-    if phase1.position_ids is None:  # the model numbered the columns 0, 1, ...
-        position_base = offset
-    else:
-        position_base = (phase1.position_ids.expand(n, -1)[:, lq - 1] + 1).cpu().numpy()
-    return ResponsePass(logprobs, entropies, phase1.hidden, phase1.cache, lq + lc,
-                        offset=offset, key_start=key_start, position_base=position_base)

@@ -19,10 +19,14 @@ from repro_fast.rewards import (
     nll_ema,
     normalize_rewards,
     place,
-    reward_to_go,
     scope_ids,
     segment_scores,
 )
+
+
+def dense_reward_to_go(placed: torch.Tensor) -> torch.Tensor:
+    """SPEC §6 reward-to-go the obvious way: ``A_t = sum_{s >= t} placed[:, s]`` along each row."""
+    return placed.flip(-1).cumsum(-1).flip(-1)
 
 
 def _curve(rng: random.Random) -> list[float]:
@@ -87,7 +91,7 @@ def test_normalize_place_and_reward_to_go_equal_reference(seed, mode, grouped):
         expect = torch.zeros(width, dtype=torch.float64)
         expect[torch.tensor(p[1:], dtype=torch.long) - 1] = norm[b]
         assert torch.equal(placed[b], expect)
-    togo = reward_to_go(placed)
+    togo = dense_reward_to_go(placed)
     for b, p in enumerate(points):
         assert togo[b].tolist() == pytest.approx(R.reward_to_go(width, p, want[b]), abs=1e-9)
 
@@ -106,7 +110,7 @@ def test_normalize_rewards_edges():
 def test_reward_to_go_at_points_equals_the_dense_cumsum():
     """The chunk-wise fill (suffix sums in float64, written once as float32) equals the dense
     reward-to-go of the placed rewards, rows without rewards and P_m < width included."""
-    from repro_fast.rewards import reward_to_go, reward_to_go_at_points
+    from repro_fast.rewards import reward_to_go_at_points
 
     rng = np.random.default_rng(3)
     width = 23
@@ -115,7 +119,7 @@ def test_reward_to_go_at_points_equals_the_dense_cumsum():
     values = [torch.from_numpy(rng.normal(size=len(p) - 1)) for p in points]
     counts = [len(p) - 1 for p in points]
     got = reward_to_go_at_points(torch.cat(values), counts, points, width)
-    expected = reward_to_go(place(values, points, width)).float()
+    expected = dense_reward_to_go(place(values, points, width)).float()
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
     assert (got[[b for b, c in enumerate(counts) if c == 0]] == 0).all()

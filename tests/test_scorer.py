@@ -23,7 +23,6 @@ from transformers import GPT2TokenizerFast
 
 from repro_fast import RePROConfig, RePROScorer
 
-BAD = (ValueError, TypeError)
 Q = [15496, 995, 30]  # "Hello world?"
 Y = [64, 628, 65, 13, 198, 56]  # 'a' '\n\n' 'b' '.' '\n' 'Y'
 # Three segments: 'a' '.' '\n\n' 'b' ' c' '\n\n' 'd' ' e' '.' '\n\n' 'f'
@@ -58,13 +57,13 @@ def test_valid_inputs_pass(scorer):
 
 
 def test_empty_prompt(scorer):
-    with pytest.raises(BAD, match="prompts") as ei:
+    with pytest.raises(ValueError, match="prompts") as ei:
         scorer.score([Q, []], [Y, Y], ["1", "2"])
     _names_index(ei, 1)
 
 
 def test_empty_answer(scorer):
-    with pytest.raises(BAD, match="answers") as ei:
+    with pytest.raises(ValueError, match="answers") as ei:
         scorer.score([Q, Q], [Y, Y], ["1", ""])
     _names_index(ei, 1)
 
@@ -72,13 +71,13 @@ def test_empty_answer(scorer):
 def test_answer_encoding_to_zero_tokens(tiny_llama, gpt2_tokenizer):
     # template "{answer}" with an empty answer renders "" -> zero answer tokens
     s = RePROScorer(tiny_llama, gpt2_tokenizer, RePROConfig(answer_template="{answer}"), backend="naive")
-    with pytest.raises(BAD, match="answer") as ei:
+    with pytest.raises(ValueError, match="answer") as ei:
         s.score([Q, Q], [Y, Y], ["3", ""])
     _names_index(ei, 1)
 
 
 def test_answer_not_a_string(scorer):
-    with pytest.raises(BAD, match="answers"):
+    with pytest.raises(TypeError, match="answers"):
         scorer.score([Q], [Y], [7])
 
 
@@ -91,12 +90,12 @@ def test_answer_not_a_string(scorer):
     ],
 )
 def test_lengths_differ(scorer, args, names):
-    with pytest.raises(BAD, match=names):
+    with pytest.raises(ValueError, match=names):
         scorer.score(*args)
 
 
 def test_group_ids_wrong_length(scorer):
-    with pytest.raises(BAD, match="group_ids"):
+    with pytest.raises(ValueError, match="group_ids"):
         scorer.score([Q, Q], [Y, Y], ["1", "2"], group_ids=[0])
 
 
@@ -106,13 +105,13 @@ def test_token_id_out_of_vocab(scorer, where, bad):
     prompts, responses = [Q, list(Q)], [Y, list(Y)]
     target = prompts if where == "prompts" else responses
     target[1] = target[1][:2] + [bad] + target[1][2:]
-    with pytest.raises(BAD, match=where) as ei:
+    with pytest.raises(ValueError, match=where) as ei:
         scorer.score(prompts, responses, ["1", "2"])
     _names_index(ei, 1)
 
 
 def test_token_id_out_of_vocab_in_tensor(scorer):
-    with pytest.raises(BAD, match="responses"):
+    with pytest.raises(ValueError, match="responses"):
         scorer.score([Q], [torch.tensor([1, 2, 50257])], ["1"])
 
 
@@ -137,13 +136,13 @@ def test_non_integer_ids(scorer, where, bad):
         prompts = [Q, bad]
     else:
         responses = [Y, bad]
-    with pytest.raises(BAD, match=where) as ei:
+    with pytest.raises(TypeError, match=where) as ei:
         scorer.score(prompts, responses, ["1", "2"])
     _names_index(ei, 1)
 
 
 def test_prompts_not_a_list(scorer):
-    with pytest.raises(BAD, match="prompts"):
+    with pytest.raises(TypeError, match="prompts"):
         scorer.score(None, [Y], ["1"])
 
 
@@ -156,24 +155,25 @@ def test_model_without_lm_head(gpt2_tokenizer, tiny_llama):
     from transformers import AutoModel
 
     base = AutoModel.from_config(tiny_llama.config).eval()  # LlamaModel: hidden states, no logits
-    with pytest.raises(BAD, match="model"):
+    with pytest.raises(TypeError, match="model"):
         RePROScorer(base, gpt2_tokenizer, backend="naive").score([Q], [Y], ["1"])
 
 
 def test_tokenizer_larger_than_model_vocab(gpt2_tokenizer, tiny_model_factory):
     small = tiny_model_factory("llama", seed=3, vocab_size=1000)
-    with pytest.raises(BAD, match="tokenizer"):
+    with pytest.raises(ValueError, match="tokenizer"):
         RePROScorer(small, gpt2_tokenizer, backend="naive").score([[1, 2]], [[3, 4]], ["1"])
 
 
-@pytest.mark.parametrize("backend", ["slow", "", "NAIVE", None, 3])
-def test_bad_backend(tiny_llama, gpt2_tokenizer, backend):
-    with pytest.raises(BAD, match="backend"):
+@pytest.mark.parametrize("backend, error", [("slow", ValueError), ("", ValueError), ("NAIVE", ValueError),
+                                            (None, TypeError), (3, TypeError)])
+def test_bad_backend(tiny_llama, gpt2_tokenizer, backend, error):
+    with pytest.raises(error, match="backend"):
         RePROScorer(tiny_llama, gpt2_tokenizer, backend=backend)
 
 
 def test_config_not_a_config(tiny_llama, gpt2_tokenizer):
-    with pytest.raises(BAD, match="config"):
+    with pytest.raises(TypeError, match="config"):
         RePROScorer(tiny_llama, gpt2_tokenizer, config={"num_segments": 3}, backend="naive")
 
 
@@ -332,7 +332,7 @@ def test_width_must_cover_the_longest_response(tiny_llama, gpt2_tokenizer):
 def test_absurd_width_is_refused_before_the_forward(tiny_llama, gpt2_tokenizer, monkeypatch, width):
     """Fault: these failed inside torch after the forward pass (allocating ``[N, width]``)."""
     scorer = RePROScorer(tiny_llama, gpt2_tokenizer)
-    monkeypatch.setattr(scorer.backend, "token_stats", lambda *a: pytest.fail("the forward ran"))
+    monkeypatch.setattr(scorer.backend, "response_pass", lambda *a: pytest.fail("the forward ran"))
     with pytest.raises(ValueError, match="width"):
         scorer.score([Q], [[64, 65, 66]], ["1"], width=width)
 
@@ -515,10 +515,13 @@ def test_score_phase1_bad_records_and_layouts_are_named(gpt2_tokenizer):
     kwargs = dict(token_logprobs=logps, token_entropies=entropies)
     with pytest.raises(TypeError, match="phase1"):
         scorer.score_phase1(object(), pi, pm, ci, cm, answers, **kwargs)
-    with pytest.raises(TypeError, match="token_entropies"):
+    with pytest.raises(ValueError, match="token_entropies"):
         scorer.score_phase1(
             phase1, pi, pm, ci, cm, answers, token_logprobs=logps, token_entropies=entropies[:, 1:]
         )
+    with pytest.raises(TypeError, match="token_entropies"):
+        scorer.score_phase1(phase1, pi, pm, ci, cm, answers, token_logprobs=logps,
+                            token_entropies=entropies.long())
     right = torch.stack([torch.roll(r, int((r == 0).sum())) for r in pm])  # right-padded prompts
     with pytest.raises(ValueError, match="prompt_mask: row 0 is not left-padded"):
         scorer.score_phase1(phase1, pi, right, ci, cm, answers, **kwargs)
@@ -527,7 +530,7 @@ def test_score_phase1_bad_records_and_layouts_are_named(gpt2_tokenizer):
         trainer_forward(model, pi, pm, ci, cm)
     with pytest.raises(ValueError, match="phase1: expected one decoder call"):
         scorer.score_phase1(twice, pi, pm, ci, cm, answers, **kwargs)
-    with pytest.raises(TypeError, match="backend='fast'"):
+    with pytest.raises(ValueError, match="backend='fast'"):
         RePROScorer(model, gpt2_tokenizer, backend="naive").capture_phase1()
 
 
@@ -544,7 +547,7 @@ def test_a_cache_that_dropped_columns_is_refused(gpt2_tokenizer):
     pi, pm, ci, cm, answers, groups = trainer_batch(gpt2_tokenizer)
     with scorer.capture_phase1() as phase1:
         logps, entropies = trainer_forward(model, pi, pm, ci, cm)
-    with pytest.raises(ValueError, match=r"phase1: layer 0 of the KV cache .* holds 3 columns, expected all"):
+    with pytest.raises(ValueError, match=r"phase1: layer 0 of the KV cache .* holds 3 columns of the"):
         scorer.score_phase1(phase1, pi, pm, ci, cm, answers, groups,
                             token_logprobs=logps, token_entropies=entropies)
 
@@ -598,7 +601,6 @@ def test_score_generation_agrees_with_score_padded_in_fp32(gpt2_tokenizer, arch)
         torch.testing.assert_close(getattr(got, field), getattr(expected, field), atol=1e-4, rtol=0)
     torch.testing.assert_close(got.process_advantages, expected.process_advantages, atol=1e-3, rtol=0)
     assert torch.equal(got.response_mask, expected.response_mask)
-    assert generation.cache is None and generation.hidden == []  # the record no longer pins them
     assert len(generation.entropies) == ci.shape[1]  # the stats came from generate's own logits
 
 
@@ -673,9 +675,9 @@ def test_score_generation_bad_records_and_layouts_are_named(gpt2_tokenizer):
         scorer.score_generation(generation, pi, pm, ci[::2], cm[::2], answers)
     generation, (pi, pm, ci, cm, answers, groups) = recorded(cache_implementation="static",
                                                              disable_compile=True)
-    with pytest.raises(ValueError, match="static cache cannot be extended"):
+    with pytest.raises(ValueError, match="static cache is preallocated and cannot be extended"):
         scorer.score_generation(generation, pi, pm, ci, cm, answers)
-    with pytest.raises(TypeError, match="backend='fast'"):
+    with pytest.raises(ValueError, match="backend='fast'"):
         RePROScorer(model, gpt2_tokenizer, backend="naive").capture_generation()
 
 
@@ -792,3 +794,272 @@ def test_peft_model_scores_like_its_merged_weights(gpt2_tokenizer, adapter, back
         [Q], [Y3], ["7"]
     )
     assert not torch.allclose(got.token_logprobs, plain.token_logprobs, atol=1e-3)  # the adapter acts
+
+
+# ------------------------------------------------------------------------------------------
+# a record is used only where it is the pass score() would run (issue 27); the caller's record
+# is left as it was (issue 26)
+# ------------------------------------------------------------------------------------------
+
+
+def _gpt2_with_dropout(p: float):
+    """A tiny GPT-2 whose config has GPT-2's dropouts (0.1 by default) at ``p``."""
+    import transformers as tf
+
+    torch.manual_seed(0)
+    config = tf.GPT2Config(vocab_size=50257, n_embd=32, n_layer=2, n_head=4, n_positions=128,
+                           resid_pdrop=p, embd_pdrop=p, attn_pdrop=p)
+    model = tf.AutoModelForCausalLM.from_config(config).eval()
+    with torch.no_grad():  # spread the logits (as make_tiny_model does): no near-tied entropies
+        model.lm_head.weight.mul_(20.0)
+    return model
+
+
+def _positions(pm, cm):
+    return (torch.cat([pm, cm], 1).cumsum(1) - 1).clamp_min(0)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.3])
+def test_a_pass_with_dropout_in_effect_is_refused_on_both_paths(gpt2_tokenizer, p):
+    """Fault: a train-mode (dropout) pass was scored as if it were score()'s eval-mode pass
+    (NLL off 0.47-0.77, process advantages up to 2.0). Refused, naming the dropout module; the
+    same pass in eval mode is used and agrees with score_padded."""
+    from repro_fast import UnusableRecord
+
+    model = _gpt2_with_dropout(p)
+    scorer = RePROScorer(model, gpt2_tokenizer, RePROConfig(num_segments=2))
+    pi, pm, ci, cm, answers, groups = trainer_batch(gpt2_tokenizer)
+    for training in (True, False):
+        model.train(training)
+        with scorer.capture_phase1() as record:
+            logps, entropies = trainer_forward(model, pi, pm, ci, cm, _positions(pm, cm))
+        if training:
+            with pytest.raises(UnusableRecord, match=r"dropout was in effect .*Dropout, p=" + str(p)):
+                scorer.score_phase1(record, pi, pm, ci, cm, answers, groups, token_logprobs=logps,
+                                    token_entropies=entropies)
+        else:
+            got = scorer.score_phase1(record, pi, pm, ci, cm, answers, groups, token_logprobs=logps,
+                                      token_entropies=entropies)
+            expected = scorer.score_padded(pi, pm, ci, cm, answers, groups)
+            for b in range(len(groups)):
+                torch.testing.assert_close(got.nll[b], expected.nll[b], atol=1e-4, rtol=0)
+    model.train()
+    with scorer.capture_generation() as record:
+        pi, pm, ci, cm, answers, groups = trainer_generate(model, gpt2_tokenizer)
+    with pytest.raises(UnusableRecord, match="generation: dropout was in effect"):
+        scorer.score_generation(record, pi, pm, ci, cm, answers, groups)
+
+
+def _windowed_qwen2(window: int):
+    import transformers as tf
+
+    torch.manual_seed(0)
+    config = tf.Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                            num_key_value_heads=2, vocab_size=50257, use_sliding_window=True,
+                            sliding_window=window, max_window_layers=0)
+    return tf.AutoModelForCausalLM.from_config(config).eval()
+
+
+@pytest.mark.parametrize("window", [24, 26, 40, 200])
+def test_sliding_window_records_agree_with_naive_or_refuse(gpt2_tokenizer, window):
+    """Fault: where [q | y] fits the window but [q | y | answer] does not, both record paths
+    returned NLLs off by 0.06-0.07 with no error. Now each either refuses (UnusableRecord naming
+    the window) or agrees with the naive backend, which applies the window as the model does."""
+    from repro_fast import UnusableRecord
+
+    model = _windowed_qwen2(window)
+    scorer = RePROScorer(model, gpt2_tokenizer, RePROConfig(num_segments=3))
+    naive = RePROScorer(model, gpt2_tokenizer, RePROConfig(num_segments=3), backend="naive")
+    with scorer.capture_generation() as generation:
+        pi, pm, ci, cm, answers, groups = trainer_generate(model, gpt2_tokenizer, max_new_tokens=16)
+    expected = naive.score_padded(pi, pm, ci, cm, answers, groups)
+    longest = max(int(q.sum() + c.sum()) + len(scorer.answer_ids(a)) for q, c, a in zip(pm, cm, answers))
+    with scorer.capture_phase1() as forward:
+        logps, entropies = trainer_forward(model, pi, pm, ci, cm)
+    attempts = {
+        "generation": lambda: scorer.score_generation(generation, pi, pm, ci, cm, answers, groups),
+        "phase1": lambda: scorer.score_phase1(forward, pi, pm, ci, cm, answers, groups, token_logprobs=logps,
+                                              token_entropies=entropies),
+    }
+    for name, attempt in attempts.items():
+        if longest > window:
+            refused = rf"^{name}: .*sliding window \({window}\)|^{name}: layer"
+            with pytest.raises(UnusableRecord, match=refused):
+                attempt()
+        else:
+            got = attempt()
+            assert got.points == expected.points
+            for b in range(len(groups)):
+                torch.testing.assert_close(got.nll[b], expected.nll[b], atol=1e-4, rtol=0)
+    if window in (24, 200):  # the two branches are both exercised
+        assert (longest > window) == (window == 24)
+
+
+def test_capture_phase1_checks_what_its_forward_was_fed(gpt2_tokenizer):
+    """Faults (no error before): a forward without attention_mask (pads attended, NLL off 0.65),
+    other completions of the same shape (off 1.08), GPT-2 without position_ids (off 1.38)."""
+    from repro_fast import UnusableRecord
+
+    model = make_tiny_model("gpt2")
+    scorer = RePROScorer(model, gpt2_tokenizer, RePROConfig(num_segments=2))
+    pi, pm, ci, cm, answers, groups = trainer_batch(gpt2_tokenizer)
+    ids, mask = torch.cat([pi, ci], 1), torch.cat([pm, cm], 1)
+
+    def recorded(**kwargs):
+        with scorer.capture_phase1() as record, torch.no_grad():
+            logits = model(input_ids=ids, **kwargs).logits[:, pi.shape[1] - 1: -1].float()
+        logp = torch.log_softmax(logits, -1)
+        return record, dict(token_logprobs=logp.gather(-1, ci[..., None])[..., 0],
+                            token_entropies=-(logp.exp() * logp).sum(-1))
+
+    positions = _positions(pm, cm)
+    record, stats = recorded(attention_mask=mask, position_ids=positions)
+    without_mask, _ = recorded(position_ids=positions)
+    with pytest.raises(UnusableRecord, match="no attention_mask"):
+        scorer.score_phase1(without_mask, pi, pm, ci, cm, answers, **stats)
+    all_ones, _ = recorded(attention_mask=torch.ones_like(mask), position_ids=positions)
+    with pytest.raises(UnusableRecord, match="attention_mask is not"):
+        scorer.score_phase1(all_ones, pi, pm, ci, cm, answers, **stats)
+    other = ci.clone()
+    other[cm.bool()] = (other[cm.bool()] + 1) % 50257
+    with pytest.raises(UnusableRecord, match="the tokens its forward was fed"):
+        scorer.score_phase1(record, pi, pm, other, cm, answers, **stats)
+    column_positions, _ = recorded(attention_mask=mask)
+    with pytest.raises(UnusableRecord, match="learned table.*position_ids"):
+        scorer.score_phase1(column_positions, pi, pm, ci, cm, answers, **stats)
+    scorer.score_phase1(record, pi, pm, ci, cm, answers, **stats)  # the right record passes
+
+
+def test_a_config_changed_since_the_capture_is_refused(gpt2_tokenizer):
+    """Fault: a record taken at tau 1.0 was scored at the new config's tau 0.5 (log-probs off 3.8)."""
+    from repro_fast import UnusableRecord
+
+    model = make_tiny_model("llama")
+    scorer = RePROScorer(model, gpt2_tokenizer, RePROConfig(num_segments=2))
+    with scorer.capture_generation() as generation:
+        pi, pm, ci, cm, answers, groups = trainer_generate(model, gpt2_tokenizer)
+    with scorer.capture_phase1() as forward:
+        logps, entropies = trainer_forward(model, pi, pm, ci, cm)
+    scorer.config = RePROConfig(num_segments=2, temperature=0.5)
+    with pytest.raises(UnusableRecord, match="generation: the scorer's config changed"):
+        scorer.score_generation(generation, pi, pm, ci, cm, answers, groups)
+    with pytest.raises(UnusableRecord, match="phase1: the scorer's config changed"):
+        scorer.score_phase1(forward, pi, pm, ci, cm, answers, groups, token_logprobs=logps,
+                            token_entropies=entropies)
+
+
+def test_a_generation_sampled_at_another_temperature_is_refused(gpt2_tokenizer):
+    from repro_fast import UnusableRecord
+
+    model = make_tiny_model("llama")
+    scorer = RePROScorer(model, gpt2_tokenizer, RePROConfig(num_segments=2))  # tau = 1.0
+    with scorer.capture_generation() as generation:
+        pi, pm, ci, cm, answers, groups = trainer_generate(model, gpt2_tokenizer, temperature=0.7)
+    with pytest.raises(UnusableRecord, match="sampled at temperature 0.7 .* temperature 1.0"):
+        scorer.score_generation(generation, pi, pm, ci, cm, answers, groups)
+    scorer.config = RePROConfig(num_segments=2, temperature=0.7)
+    with scorer.capture_generation() as generation:
+        pi, pm, ci, cm, answers, groups = trainer_generate(model, gpt2_tokenizer, temperature=0.7)
+    got = scorer.score_generation(generation, pi, pm, ci, cm, answers, groups)
+    expected = scorer.score_padded(pi, pm, ci, cm, answers, groups)
+    torch.testing.assert_close(got.token_logprobs, expected.token_logprobs, atol=1e-4, rtol=0)
+    assert "generate" not in model.__dict__  # the recording wrapper is gone
+
+
+def test_misuse_is_named_by_its_cause(gpt2_tokenizer):
+    """Faults: gradient checkpointing, nested captures and a record scored twice all said "a
+    sliding-window layer ... or a static cache" or ``torch.cat(): expected a non-empty list``."""
+    from repro_fast import UnusableRecord
+
+    model = _gpt2_with_dropout(0.0)
+    scorer = RePROScorer(model, gpt2_tokenizer, RePROConfig(num_segments=2))
+    pi, pm, ci, cm, answers, groups = trainer_batch(gpt2_tokenizer)
+    model.gradient_checkpointing_enable()
+    model.train()
+    with scorer.capture_phase1() as record:
+        logps, entropies = trainer_forward(model, pi, pm, ci, cm, _positions(pm, cm))
+    with pytest.raises(UnusableRecord, match="(no|empty) KV cache.*gradient checkpointing"):
+        scorer.score_phase1(record, pi, pm, ci, cm, answers, token_logprobs=logps, token_entropies=entropies)
+    model.gradient_checkpointing_disable()
+    model.eval()
+    with scorer.capture_phase1():
+        with pytest.raises(ValueError, match="capture_generation: a capture of this model is already open"):
+            with scorer.capture_generation():
+                pass
+    with scorer.capture_phase1() as record:  # the outer capture closed cleanly: a new one opens
+        logps, entropies = trainer_forward(model, pi, pm, ci, cm, _positions(pm, cm))
+    first = scorer.score_phase1(record, pi, pm, ci, cm, answers, groups, token_logprobs=logps,
+                                token_entropies=entropies)
+    again = scorer.score_phase1(record, pi, pm, ci, cm, answers, groups, token_logprobs=logps,
+                                token_entropies=entropies)  # documented: the same result
+    _same_result(first, again, atol=0)
+
+
+def test_a_window_exactly_the_sequence_is_named_by_the_generation_path(gpt2_tokenizer):
+    """Fault: refused with a ``phase1:`` prefix inside score_generation."""
+    from repro_fast import UnusableRecord
+
+    model = make_tiny_model("llama")
+    probe = RePROScorer(model, gpt2_tokenizer)
+    with probe.capture_generation():
+        pi, pm, ci, cm, answers, groups = trainer_generate(model, gpt2_tokenizer, max_new_tokens=6)
+    fed = pi.shape[1] + ci.shape[1] - 1
+    windowed = _windowed_qwen2(fed)
+    scorer = RePROScorer(windowed, gpt2_tokenizer)
+    with scorer.capture_generation() as generation:
+        pi, pm, ci, cm, answers, groups = trainer_generate(windowed, gpt2_tokenizer, max_new_tokens=6)
+    with pytest.raises(UnusableRecord, match="^generation: "):
+        scorer.score_generation(generation, pi, pm, ci, cm, answers, groups)
+
+
+@pytest.mark.parametrize("path", ["phase1", "generation"])
+def test_scoring_leaves_the_callers_record_and_tensors_as_they_were(gpt2_tokenizer, path):
+    """Scoring reads a record and the caller's tensors and changes neither (the cache it extends
+    is put back as recorded): a second scoring of the same record gives the same result."""
+    model = make_tiny_model("qwen2")
+    scorer = RePROScorer(model, gpt2_tokenizer, RePROConfig(num_segments=3))
+    if path == "generation":
+        with scorer.capture_generation() as record:
+            pi, pm, ci, cm, answers, groups = trainer_generate(model, gpt2_tokenizer)
+        extra = {}
+    else:
+        pi, pm, ci, cm, answers, groups = trainer_batch(gpt2_tokenizer)
+        with scorer.capture_phase1() as record:
+            logps, entropies = trainer_forward(model, pi, pm, ci, cm)
+        extra = dict(token_logprobs=logps, token_entropies=entropies)
+    tensors = [t.clone() for t in (pi, pm, ci, cm, *extra.values())]
+    hidden = record.hidden if path == "phase1" else list(record.hidden)
+    layers = [(layer.keys, layer.values) for layer in record.cache.layers]
+    width = record.cache.get_seq_length()
+    score = scorer.score_phase1 if path == "phase1" else scorer.score_generation
+    first = score(record, pi, pm, ci, cm, answers, groups, **extra)
+    assert record.cache.get_seq_length() == width
+    assert all(layer.keys is k and layer.values is v for layer, (k, v) in zip(record.cache.layers, layers))
+    assert (record.hidden is hidden) if path == "phase1" else all(
+        a is b for a, b in zip(record.hidden, hidden))
+    for before, after in zip(tensors, (pi, pm, ci, cm, *extra.values())):
+        assert torch.equal(before, after)
+    _same_result(first, score(record, pi, pm, ci, cm, answers, groups, **extra), atol=0)
+
+
+def test_a_hybrid_model_is_refused_by_the_fast_backend_and_scored_by_the_naive_one(gpt2_tokenizer):
+    """A recurrent (Mamba) layer keeps one state for the whole sequence: the answer copies cannot
+    rewind it to a prefix, so the fast backend says so (score and fast_backend_refusal) and the
+    naive backend, one forward per prefix, scores the model."""
+    import transformers as tf
+
+    torch.manual_seed(0)
+    config = tf.NemotronHConfig(vocab_size=50257, hidden_size=32, num_hidden_layers=3,
+                                layers_block_type=["mamba", "attention", "mlp"], num_attention_heads=4,
+                                num_key_value_heads=2, head_dim=8, intermediate_size=64, mamba_num_heads=4,
+                                mamba_head_dim=8, ssm_state_size=16, n_groups=1)
+    model = tf.AutoModelForCausalLM.from_config(config).eval()
+    fast = RePROScorer(model, gpt2_tokenizer, RePROConfig(num_segments=2))
+    reason = fast.fast_backend_refusal()
+    assert reason is not None and "recurrent" in reason
+    with pytest.raises(ValueError, match="recurrent.*backend='naive'"):
+        fast.score([Q], [Y3], ["7"])
+    naive = RePROScorer(model, gpt2_tokenizer, RePROConfig(num_segments=2), backend="naive")
+    naive = naive.score([Q], [Y3], ["7"])
+    assert torch.isfinite(naive.nll[0]).all() and len(naive.points[0]) > 2
+    assert RePROScorer(make_tiny_model("llama"), gpt2_tokenizer).fast_backend_refusal(10**6) is None

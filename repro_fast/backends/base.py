@@ -31,9 +31,9 @@ class Backend(Protocol):
     ``token_budget`` its `RePROConfig.token_budget`), then, per `score` call::
 
         for group in backend.groups(items, counts):
-            phase1 = backend.token_stats(items, group)
+            phase1 = backend.response_pass(items, group)
             points = select_points(phase1.entropies, ...)            # SPEC §4, shared
-            values = backend.answer_logprobs(items, group, points, counts_of_group, phase1)
+            values = backend.mean_answer_logprobs(items, group, points, counts_of_group, phase1)
     """
 
     name: str  # "naive" or "fast"
@@ -46,14 +46,14 @@ class Backend(Protocol):
         forward pass."""
         ...
 
-    def token_stats(self, items: list[Item], group: list[int]) -> ResponsePass:
+    def response_pass(self, items: list[Item], group: list[int]) -> ResponsePass:
         """Phase 1 of one micro-batch: log-prob and entropy of every response token at temperature
         tau, back to back in ``group`` order (the fast backend also keeps hidden states and cache)."""
         ...
 
-    def answer_logprobs(self, items: list[Item], group: list[int], points: torch.Tensor, counts: list[int],
-                        phase1: ResponsePass) -> torch.Tensor:
+    def mean_answer_logprobs(self, items: list[Item], group: list[int], points: torch.Tensor,
+                             counts: list[int], phase1: ResponsePass) -> torch.Tensor:
         """``J(P_j)`` (SPEC §2) of every point of the micro-batch, back to back like ``points``
         (``counts[r]`` for its r-th trajectory), on the model's device. ``phase1``: what
-        `token_stats` returned for this group, or a trainer's captured forward (`score_phase1`)."""
+        `response_pass` returned for this group, or a trainer's recorded pass (`repro_fast.phase1`)."""
         ...

@@ -1,10 +1,10 @@
 """The fast backend: one pass over each chain of thought, its KV cache reused by every answer copy.
 
 Exact: under causal attention the answer tokens of SPEC §2's real sequence ``[q, y[0..f), a]`` see
-exactly the keys of ``[q, y[0..f)]`` plus the earlier answer tokens. Phase 1 (`token_stats`) is one
+exactly the keys of ``[q, y[0..f)]`` plus the earlier answer tokens. Phase 1 (`response_pass`) is one
 forward over ``[q, y]``, cache kept; its hidden state at ``|q| + P_j - 1`` gives each copy's ``a_0``.
 
-Phase 2 (`answer_logprobs`: one extend step over that cache). Trajectory ``b`` brings its
+Phase 2 (`mean_answer_logprobs`: one extend step over that cache). Trajectory ``b`` brings its
 ``m_b + 1`` copies of ``a[0..|a|-1)`` (the last answer token is never an input), packed back to
 back in its row: as many as it has points, not ``k + 2``. Copy ``j`` sits at positions
 ``|q| + P_j + i`` and sees cache keys ``[0, |q| + P_j)`` plus itself, causally::
@@ -32,7 +32,14 @@ import torch
 from repro_fast.backends.attention import PrefixMeta, phase2_attention
 from repro_fast.backends.base import Item
 from repro_fast.batching import padding_aware_batches
-from repro_fast.model import ModelAdapter, ResponsePass, text_config
+from repro_fast.model import (
+    ModelAdapter,
+    ResponsePass,
+    kv_cache_refusal,
+    scoring_mode,
+    sliding_window,
+    text_config,
+)
 from repro_fast.ops import prefix_attention_mask
 
 
@@ -50,34 +57,54 @@ class FastBackend:
         self.token_budget = token_budget
         # The prefix kernel does not apply attention logit soft-capping.
         self.prefix_kernel = kernels == "triton" and getattr(cfg, "attn_logit_softcapping", None) is None
+        # What one more forward costs, in tokens of padding, when micro-batches are cut: a GPU
+        # forward's fixed launch cost is worth thousands of tokens, a CPU one's a few hundred. Round
+        # figures, not tuned: they only move where the cut trades padding against forwards.
+        self.forward_overhead = 4096 if adapter.device.type == "cuda" else 256
+        self._cache_refusal: tuple[str] | None = None  # the probe's answer, once asked
+
+    def refusal(self, longest: int | None = None) -> str | None:
+        """Why this backend cannot score the model exactly for real sequences ``[q, y, a]`` of up to
+        ``longest`` tokens (None: any length), or None when it can. Phase 2 hands the model one
+        explicit mask for every layer, so a sliding window would not be applied past its length;
+        and the answer copies extend the KV cache, which a recurrent layer (hybrid models) cannot
+        rewind to a prefix (probed once per model with a two-token forward)."""
+        window = sliding_window(self.adapter.model)
+        if window is not None and (longest is None or longest > window):
+            size = ("sequences of any length" if longest is None
+                    else f"a prompt + response + answer of {longest} tokens")
+            return (f"{type(self.adapter.model).__name__}'s sliding window ({window}) is shorter than {size}; "
+                    "the fast backend does not apply sliding windows in its answer-copy step")
+        if self._cache_refusal is None:
+            device = self.adapter.device
+            ids = torch.zeros(1, 2, dtype=torch.long, device=device)
+            with scoring_mode(self.adapter.model):
+                positions = torch.arange(2, device=device)[None]
+                _, cache = self.adapter.run_decoder(ids, torch.ones_like(ids), positions, use_cache=True)
+            self._cache_refusal = (kv_cache_refusal(cache, 2) or "",)
+        return self._cache_refusal[0] or None
 
     def groups(self, items: list[Item], counts: list[int]) -> list[list[int]]:
         """Micro-batches under the token budget (each keeps one KV cache alive), cut so that both
         phases together pad as little as possible; ``counts``: copies per trajectory."""
         lengths = [len(it.prompt) + len(it.response) for it in items]
         longest = max(lengths, default=0) + max((len(it.answer) for it in items), default=0)
-        # Phase 2 hands the model one explicit mask for every layer, so a sliding-window layer
-        # would see keys beyond its window. Only an issue past the window length: refuse there.
-        cfg = text_config(self.adapter.model)
-        window = getattr(cfg, "sliding_window", None)
-        if window and getattr(cfg, "use_sliding_window", True) is not False and longest > window:
-            raise ValueError(f"responses: a prompt + response of {longest} tokens exceeds "
-                             f"{type(self.adapter.model).__name__}'s sliding window ({window}); the fast "
-                             "backend does not apply sliding windows in its answer-copy step. "
-                             "Use backend='naive'")
+        reason = self.refusal(longest) if items else None
+        if reason is not None:
+            raise ValueError(f"model: {reason}. Use backend='naive'")
         copies = [c * (len(it.answer) - 1) for c, it in zip(counts, items)]
-        # A forward's fixed cost in tokens: small on a CPU, thousands on a GPU.
-        overhead = 4096 if self.adapter.device.type == "cuda" else 256
-        return padding_aware_batches(lengths, copies, self.token_budget, overhead)
+        return padding_aware_batches(lengths, copies, self.token_budget, self.forward_overhead)
 
-    def token_stats(self, items: list[Item], group: list[int]) -> ResponsePass:
+    def response_pass(self, items: list[Item], group: list[int]) -> ResponsePass:
         """Phase 1: the forward over ``[q, y]`` with its hidden states and cache kept."""
         prompts, responses = [items[b].prompt for b in group], [items[b].response for b in group]
         return self.adapter.response_pass(prompts, responses, keep=True)
 
-    def answer_logprobs(self, items: list[Item], group: list[int], points: torch.Tensor, counts: list[int],
-                        phase1: ResponsePass) -> torch.Tensor:
-        """``J(P_j)`` of every point of the group, back to back like ``points``."""
+    def mean_answer_logprobs(self, items: list[Item], group: list[int], points: torch.Tensor,
+                             counts: list[int], phase1: ResponsePass) -> torch.Tensor:
+        """``J(P_j)`` (the mean log-prob of the answer after prefix ``P_j``) of every point of the
+        group, back to back like ``points``. ``phase1``'s hidden states are read, its cache is
+        extended by the answer copies (a recorded cache is restored by its source afterwards)."""
         device = self.adapter.device
         answers = [items[b].answer for b in group]
         owner = np.repeat(np.arange(len(group)), counts)  # row of every point
@@ -85,7 +112,9 @@ class FastBackend:
         row_start = torch.from_numpy(owner * phase1.width + phase1.offset[owner] - 1).to(device)
         first = torch.from_numpy(np.array([answers[r][0] for r in owner], dtype=np.int64)).to(device)
         hidden = phase1.hidden.flatten(0, 1)[row_start + points]
-        phase1.hidden = None  # phase 2 needs only the cache: free [B, L, H] before the extend step
+        # Phase 2 needs only the cache: drop this pass's reference to [B, L, H] before the extend
+        # step (the pass is the source's own object; a record keeps its hidden states).
+        phase1.hidden = None
         totals, _ = self.adapter.head_stats(hidden, first, with_entropy=False)
         if any(len(a) > 1 for a in answers):
             totals = totals + self._extend(answers, counts, points, phase1)
@@ -128,14 +157,14 @@ class FastBackend:
             # transformers passes through unchanged (4-D), so no [B, C, L + C] mask is built.
             placeholder = torch.zeros(len(answers), 1, 1, 1, device=device, dtype=torch.bool)
             with phase2_attention(adapter.model):
-                hidden, _ = adapter.hidden(ids, placeholder, positions, cache=phase1.cache, use_cache=True,
+                hidden, _ = adapter.run_decoder(ids, placeholder, positions, cache=phase1.cache, use_cache=True,
                                            repro_prefix=meta)
         else:
             allowed = prefix_attention_mask(limit, copy_start, phase1.width)
             columns = torch.arange(phase1.width, device=device)
             allowed[..., : phase1.width] &= columns >= as_t(key_start)[..., None]
             mask = self._mask(allowed[:, None])
-            hidden, _ = adapter.hidden(ids, mask, positions, cache=phase1.cache, use_cache=True)
+            hidden, _ = adapter.run_decoder(ids, mask, positions, cache=phase1.cache, use_cache=True)
         # Index with host-built flat indices, not a boolean mask (which would sync a GPU).
         real = hidden.flatten(0, 1)[as_t(np.flatnonzero(valid))]
         lp, _ = adapter.head_stats(real, as_t(answer_pad[rows, i + 1][valid]), with_entropy=False)

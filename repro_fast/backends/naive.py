@@ -26,7 +26,7 @@ class NaiveBackend:
         """One group: the forwards are batched by length across the whole call."""
         return [list(range(len(items)))] if items else []
 
-    def token_stats(self, items: list[Item], group: list[int]) -> ResponsePass:
+    def response_pass(self, items: list[Item], group: list[int]) -> ResponsePass:
         """The forward over ``[q, y]``, micro-batched; results in ``group`` order."""
         chosen = [items[b] for b in group]
         lps, ents = [None] * len(chosen), [None] * len(chosen)
@@ -37,16 +37,17 @@ class NaiveBackend:
                 lps[r], ents[r] = lp, ent
         return ResponsePass(torch.cat(lps), torch.cat(ents))
 
-    def answer_logprobs(self, items: list[Item], group: list[int], points: torch.Tensor, counts: list[int],
-                        phase1: ResponsePass) -> torch.Tensor:
-        """``J(P_j)`` from one real sequence ``[q, y[0..P_j), a]`` per point."""
+    def mean_answer_logprobs(self, items: list[Item], group: list[int], points: torch.Tensor,
+                             counts: list[int], phase1: ResponsePass) -> torch.Tensor:
+        """``J(P_j)`` (the mean log-prob of the answer after prefix ``P_j``) from one real sequence
+        ``[q, y[0..P_j), a]`` per point."""
         device = self.adapter.device
         jobs = [(items[b], p) for b, p in zip(np.repeat(group, counts).tolist(), points.cpu().tolist())]
         # The last answer token is never an input: nothing is predicted from it.
         seqs = [np.concatenate([it.prompt, it.response[:p], it.answer[:-1]]) for it, p in jobs]
         out = torch.empty(len(jobs), dtype=torch.float64, device=device)
         for mb in micro_batches([len(s) for s in seqs], self.token_budget):
-            hidden, _ = self.adapter.hidden(*right_padded([seqs[i] for i in mb], device))
+            hidden, _ = self.adapter.run_decoder(*right_padded([seqs[i] for i in mb], device))
             picked = [jobs[i] for i in mb]
             # Row r, position |q| + P - 1 predicts a_0.
             rows = [hidden[r, len(it.prompt) + p - 1 :][: len(it.answer)] for r, (it, p) in enumerate(picked)]

@@ -246,8 +246,9 @@ def fused_logprob_entropy(
     `hidden` [M, H] (fp16 / bf16 / fp32; fp64 on the torch path), `weight` [V, H] and optional
     `bias` [V] of the same dtype and device, `targets` [M] token ids in [0, V); the softmax is
     over logits / `temperature`. `backend`: "auto", "triton" or "torch" (None reads
-    REPRO_FAST_KERNELS). Returns fp32 (logprobs, entropy), each [M], differentiable w.r.t.
-    hidden, weight and bias. The Triton backward holds dL/dlogits for at most ~1 GiB of rows.
+    REPRO_FAST_KERNELS). Returns (logprobs, entropy), each [M], fp32 (fp64 for fp64 inputs on the
+    torch path), differentiable w.r.t. hidden, weight and bias. The Triton backward holds
+    dL/dlogits for at most ~1 GiB of rows.
     """
     return _apply(hidden, weight, targets, temperature, bias, backend, True)
 

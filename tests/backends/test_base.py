@@ -1,8 +1,8 @@
 """`repro_fast.backends.base`: both backends implement the `Backend` protocol (its attributes, and
 its methods with the protocol's parameters), `build_backend` builds the one named, and each keeps
 the protocol's contract on its own: `groups` puts every trajectory in exactly one micro-batch,
-`token_stats` gives every response token's log-prob and entropy in group order, and
-`answer_logprobs` gives ``J(P_j)`` (SPEC §2: the mean answer log-prob after ``[q, y[0..P_j)]``)
+`response_pass` gives every response token's log-prob and entropy in group order, and
+`mean_answer_logprobs` gives ``J(P_j)`` (SPEC §2: the mean answer log-prob after ``[q, y[0..P_j)]``)
 of every point back to back, each checked against the model's own forward."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def _members(cls) -> tuple[set[str], dict[str, inspect.Signature]]:
 def test_backends_implement_the_protocol(tiny_llama, name, cls):
     attributes, methods = _members(Backend)
     assert attributes == {"name", "adapter", "token_budget"}
-    assert set(methods) == {"groups", "token_stats", "answer_logprobs"}
+    assert set(methods) == {"groups", "response_pass", "mean_answer_logprobs"}
     backend = build_backend(name, ModelAdapter(tiny_llama, TEMPERATURE), 4096, "torch")
     assert type(backend) is cls and backend.name == name and name in BACKENDS
     assert backend.token_budget == 4096 and backend.adapter.temperature == TEMPERATURE
@@ -81,7 +81,7 @@ def test_backend_contract_against_the_models_own_forward(tiny_llama, name, budge
     seen = {}
     with torch.no_grad():
         for group in groups:
-            phase1 = backend.token_stats(items, group)
+            phase1 = backend.response_pass(items, group)
             assert isinstance(phase1, ResponsePass)
             assert (
                 phase1.logprobs.numel()
@@ -97,7 +97,7 @@ def test_backend_contract_against_the_models_own_forward(tiny_llama, name, budge
                 torch.testing.assert_close(lp, own.logprobs, atol=1e-5, rtol=0)
                 torch.testing.assert_close(ent, own.entropies, atol=1e-5, rtol=0)
             packed = torch.tensor([p for b in group for p in points[b]], dtype=torch.long)
-            values = backend.answer_logprobs(items, group, packed, [counts[b] for b in group], phase1)
+            values = backend.mean_answer_logprobs(items, group, packed, [counts[b] for b in group], phase1)
             assert values.shape == (packed.numel(),)
             for b, v in zip(group, values.split([counts[b] for b in group])):
                 seen[b] = v.double().tolist()

@@ -270,14 +270,14 @@ def test_batch_with_0_to_k_candidates_and_cost_from_real_points(tiny_llama, gpt2
     responses = [tok.encode(t) for t in texts]
     answers = ["12"] * len(texts)  # '12' -> '\\boxed{12}': several answer tokens
     shapes = []
-    real = ModelAdapter.hidden
+    real = ModelAdapter.run_decoder
 
     def spy(self, input_ids, *args, cache=None, **kwargs):
         if cache is not None:  # phase 2: the copies
             shapes.append(tuple(input_ids.shape))
         return real(self, input_ids, *args, cache=cache, **kwargs)
 
-    monkeypatch.setattr(ModelAdapter, "hidden", spy)
+    monkeypatch.setattr(ModelAdapter, "run_decoder", spy)
     span = len(tok.encode("\\boxed{12}")) - 1
     by_k = {}
     for k in (3, 5, 65536):
@@ -357,14 +357,14 @@ def test_fp16_fast_close_to_naive(gpt2_tokenizer, tiny_model_factory):
 
 def test_decoder_without_cache_is_a_clear_error(gpt2_tokenizer, tiny_model_factory, monkeypatch):
     scorer = RePROScorer(tiny_model_factory("llama"), gpt2_tokenizer, RePROConfig(num_segments=2))
-    real = scorer.adapter.hidden
+    real = scorer.adapter.run_decoder
 
     def no_cache(*args, **kwargs):
         hidden, _ = real(*args, **kwargs)
         return hidden, None
 
-    monkeypatch.setattr(scorer.adapter, "hidden", no_cache)
-    with pytest.raises(TypeError, match="no KV cache"):
+    monkeypatch.setattr(scorer.adapter, "run_decoder", no_cache)
+    with pytest.raises(ValueError, match="no KV cache"):
         scorer.score([[1, 2]], [[3, 4, 5]], ["1"])
 
 
