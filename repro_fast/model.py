@@ -199,8 +199,8 @@ class ModelAdapter:
             return torch.cat(lps), torch.cat(ents) if with_entropy else None
 
     def run_decoder(self, input_ids, attention_mask, position_ids, cache=None, use_cache=False, **kwargs):
-        """One decoder call: final hidden states ``[B, L, H]`` and the KV cache (when ``use_cache``); extra keyword
-        arguments go down to the attention functions."""
+        """One decoder call: final hidden states ``[B, L, H]`` and the KV cache (when
+        ``use_cache``); extra keyword arguments go down to the attention functions."""
         if cache is not None:
             kwargs[self.cache_arg] = cache
         out = self.model.get_decoder()(

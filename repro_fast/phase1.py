@@ -195,7 +195,8 @@ def record_generation(adapter: ModelAdapter, config: RePROConfig):
             record.attention_mask = kwargs.get("attention_mask")
             if record.calls == 0:
                 device_type = ids.device.type
-                record.autocast = (torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
+                record.autocast = (torch.is_autocast_enabled(device_type),
+                                   torch.get_autocast_dtype(device_type))
                 record.dropout = dropout_in_effect(model)
         return args, kwargs
 
@@ -297,14 +298,15 @@ def _check_positions(adapter: ModelAdapter, positions: torch.Tensor | None, real
     bad = (real & (positions != expected)).any(1)
     if bad.any():
         row = int(bad.nonzero()[0])
-        raise UnusableRecord(f"{what}: the recorded pass {given} that do not count up by one over row {row}'s "
-                             "real tokens; pass position_ids that count from each row's first real token")
+        raise UnusableRecord(f"{what}: the recorded pass {given} that do not count up by one over row "
+                             f"{row}'s real tokens; pass position_ids that count from each row's first "
+                             "real token")
     if adapter.max_positions is not None and (start != 0).any():
         row = int((start != 0).nonzero()[0])
-        raise UnusableRecord(f"{what}: the recorded pass {given}, so row {row}'s first real token sat at "
-                             f"position {int(start[row])}; {type(adapter.model).__name__} looks positions up in "
-                             "a learned table, so score() would read position 0. Pass position_ids that count "
-                             "from each row's first real token (e.g. attention_mask.cumsum(-1) - 1)")
+        raise UnusableRecord(f"{what}: the recorded pass {given}, so row {row}'s first real token sat "
+                             f"at position {int(start[row])}; {type(adapter.model).__name__} looks positions "
+                             "up in a learned table, so score() would read position 0. Pass position_ids "
+                             "that count from each row's first real token (attention_mask.cumsum(-1) - 1)")
     return start.numpy()
 
 
@@ -389,8 +391,8 @@ class RecordedForward:
 
     name = "old_logps"
 
-    def __init__(self, record, adapter: ModelAdapter, config: RePROConfig, items: list[Item], prompt_ids, masks,
-                 completion_ids, token_logprobs, token_entropies):
+    def __init__(self, record, adapter: ModelAdapter, config: RePROConfig, items: list[Item], prompt_ids,
+                 masks, completion_ids, token_logprobs, token_entropies):
         """Check ``record`` against the tensors of `score_phase1` (``masks``: the bool prompt and
         completion masks); raises `UnusableRecord` where it is not the pass ``score()`` would run."""
         if not isinstance(record, ForwardRecord):
@@ -418,15 +420,16 @@ class RecordedForward:
         fed = record.input_ids.cpu()
         given = torch.cat([prompt_ids, completion_ids], dim=1).detach().cpu()
         if not torch.equal(fed[real], given[real]):
-            raise UnusableRecord(f"{what}: the tokens its forward was fed are not prompt_ids | completion_ids")
+            raise UnusableRecord(f"{what}: the tokens its forward was fed are not "
+                                 "prompt_ids | completion_ids")
         mask = record.attention_mask
         if mask is None:
             if not real.all():
                 raise UnusableRecord(f"{what}: its forward got no attention_mask, so its pad tokens were "
                                      "attended; pass the concatenated prompt and completion masks")
         elif mask.ndim != 2 or not torch.equal(mask.detach().cpu().bool(), real):
-            raise UnusableRecord(f"{what}: its forward's attention_mask is not [prompt_mask | completion_mask] "
-                                 f"(got shape {tuple(mask.shape)})")
+            raise UnusableRecord(f"{what}: its forward's attention_mask is not "
+                                 f"[prompt_mask | completion_mask] (got shape {tuple(mask.shape)})")
         start = _check_positions(adapter, record.position_ids, real, what)
         _check_cache(record.cache, lq + lc, what)
         _check_window(adapter, items, what)
@@ -447,8 +450,9 @@ class RecordedForward:
         logprobs = self.token_logprobs.detach()[real].float()
         entropies = self.token_entropies.detach()[real].float()
         self._restore = _CacheRestore(self.record.cache)
-        yield list(range(len(items))), _trainer_layout(logprobs, entropies, self.record.hidden, self.record.cache,
-                                                       items, self.lq, self.lc, self.position_base)
+        layout = _trainer_layout(logprobs, entropies, self.record.hidden, self.record.cache, items, self.lq,
+                                 self.lc, self.position_base)
+        yield list(range(len(items))), layout
 
     def release(self) -> None:
         """The record's cache as recorded."""
@@ -464,8 +468,8 @@ class RecordedGeneration:
     name = "generation"
     token_logprobs = None  # from the sampling logits, in the scorer's own layout
 
-    def __init__(self, record, adapter: ModelAdapter, config: RePROConfig, items: list[Item], prompt_ids, masks,
-                 completion_ids):
+    def __init__(self, record, adapter: ModelAdapter, config: RePROConfig, items: list[Item], prompt_ids,
+                 masks, completion_ids):
         """Check ``record`` against the tensors of `score_generation`; raises `UnusableRecord` where
         it is not the pass ``score()`` would run."""
         if not isinstance(record, GenerationRecord):
@@ -546,8 +550,9 @@ class RecordedGeneration:
         logprobs, entropies = self._sampled_stats(last_ids)
         if logprobs is None:  # generate's logits were not seen: the head on the hidden states
             logprobs, entropies = self._head_stats(hidden, items)
-        yield list(range(len(items))), _trainer_layout(logprobs, entropies, hidden, record.cache, items, self.lq,
-                                                       self.sampled, self.position_base)
+        layout = _trainer_layout(logprobs, entropies, hidden, record.cache, items, self.lq, self.sampled,
+                                 self.position_base)
+        yield list(range(len(items))), layout
 
     def _sampled_stats(self, last_ids: torch.Tensor):
         """Packed ``(log p(y_t), H_t)`` of the real completion tokens from the logits ``generate()``
@@ -569,8 +574,8 @@ class RecordedGeneration:
         starts = np.arange(len(items)) * hidden.shape[1] + self.lq - 1
         index = np.concatenate([s + np.arange(len(it.response)) for s, it in zip(starts, items)] or [[]])
         targets = np.concatenate([it.response for it in items] or [[]]).astype(np.int64)
-        return self.adapter.head_stats(hidden.flatten(0, 1)[torch.from_numpy(index.astype(np.int64)).to(device)],
-                                       torch.from_numpy(targets).to(device))
+        rows = hidden.flatten(0, 1)[torch.from_numpy(index.astype(np.int64)).to(device)]
+        return self.adapter.head_stats(rows, torch.from_numpy(targets).to(device))
 
     def release(self) -> None:
         """The record's cache as recorded (without the extra step and the answer copies)."""

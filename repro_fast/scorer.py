@@ -98,9 +98,11 @@ class RePROResult:
             if f.name == "process_advantages":
                 continue  # normalized again below, over the whole batch
             parts = [getattr(r, f.name) for r in results]
-            joined[f.name] = torch.cat(parts) if isinstance(parts[0], torch.Tensor) else [x for p in parts for x in p]
-        joined["process_advantages"] = process_advantages(joined["rewards"], joined["points"], width, group_ids,
-                                                          normalize, results[0].token_rewards.device)
+            is_tensor = isinstance(parts[0], torch.Tensor)
+            joined[f.name] = torch.cat(parts) if is_tensor else [x for p in parts for x in p]
+        joined["process_advantages"] = process_advantages(joined["rewards"], joined["points"], width,
+                                                          group_ids, normalize,
+                                                          results[0].token_rewards.device)
         return cls(**joined)
 
 
@@ -317,8 +319,8 @@ class RePROScorer:
                     lengths = [len(items[b].response) for b in group]
                     chosen = select_points(response_pass.entropies, lengths, [plans[b] for b in group], k,
                                            self.kernels)
-                    values = self.backend.mean_answer_logprobs(items, group, chosen, [counts[b] for b in group],
-                                                               response_pass)
+                    values = self.backend.mean_answer_logprobs(  # J at every point
+                        items, group, chosen, [counts[b] for b in group], response_pass)
                     out.add(group, response_pass.logprobs, response_pass.entropies, chosen, values)
                     del response_pass  # frees this micro-batch's cache before the next one
             finally:
@@ -400,8 +402,8 @@ class RePROScorer:
                                                          completion_mask)
             self._check_records_allowed("score_phase1")
             items = self._items(prompts, completions, answers, group_ids)
-            source = RecordedForward(phase1, self.adapter, self.config, items, prompt_ids, masks, completion_ids,
-                                     token_logprobs, token_entropies)
+            source = RecordedForward(phase1, self.adapter, self.config, items, prompt_ids, masks,
+                                     completion_ids, token_logprobs, token_entropies)
             return self._run(items, source, group_ids, completion_ids.shape[1])
 
     def capture_generation(self):

@@ -22,7 +22,6 @@ from repro_fast.config import (
 )
 
 
-
 def test_defaults_are_the_papers():
     c = RePROConfig()
     assert (c.num_segments, c.stability_weight, c.alpha, c.ema_decay, c.temperature, c.normalize) == \

@@ -486,10 +486,14 @@ def test_score_phase1_agrees_with_score_padded_in_fp32(gpt2_tokenizer, arch):
 def assert_nll_within_bf16_bound(got, expected) -> None:
     """bf16: the README's bound on NLL, as for score() vs the naive backend, on every trajectory
     whose points agree (near-tied entropies may pick other points under bf16)."""
+    compared = 0
     for b in range(len(expected)):
         if got.points[b] == expected.points[b]:
             bound = 1e-2 + 1e-2 * float(expected.nll[b].abs().max())
             torch.testing.assert_close(got.nll[b], expected.nll[b], atol=bound, rtol=0)
+            compared += 1
+    # Most trajectories must be compared, or the check says nothing.
+    assert compared >= max(1, len(expected) // 2), f"points agreed on {compared} of {len(expected)} only"
 
 
 def test_score_phase1_agrees_with_score_padded_under_bf16_autocast(gpt2_tokenizer):

@@ -73,7 +73,8 @@ class FastBackend:
         if window is not None and (longest is None or longest > window):
             size = ("sequences of any length" if longest is None
                     else f"a prompt + response + answer of {longest} tokens")
-            return (f"{type(self.adapter.model).__name__}'s sliding window ({window}) is shorter than {size}; "
+            name = type(self.adapter.model).__name__
+            return (f"{name}'s sliding window ({window}) is shorter than {size}; "
                     "the fast backend does not apply sliding windows in its answer-copy step")
         if self._cache_refusal is None:
             device = self.adapter.device
@@ -157,7 +158,8 @@ class FastBackend:
             # transformers passes through unchanged (4-D), so no [B, C, L + C] mask is built.
             placeholder = torch.zeros(len(answers), 1, 1, 1, device=device, dtype=torch.bool)
             with phase2_attention(adapter.model):
-                hidden, _ = adapter.run_decoder(ids, placeholder, positions, cache=phase1.cache, use_cache=True,
+                hidden, _ = adapter.run_decoder(ids, placeholder, positions, cache=phase1.cache,
+                                                use_cache=True,
                                            repro_prefix=meta)
         else:
             allowed = prefix_attention_mask(limit, copy_start, phase1.width)
