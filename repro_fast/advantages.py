@@ -15,6 +15,7 @@ import torch
 
 from repro_fast.config import (
     NORMALIZE_MODES,
+    RePROConfig,
     check_choice,
     check_group_ids,
     check_int,
@@ -22,6 +23,11 @@ from repro_fast.config import (
     check_sequence,
 )
 from repro_fast.rewards import EPS, normalize_pooled, reward_to_go_at_points, scope_ids
+
+# The widest padded output a call may ask for: far beyond any real completion, and small enough
+# that a typo (10**12) is refused before anything is allocated instead of failing inside torch.
+# `RePROScorer.score` checks its ``width`` against the same bound.
+MAX_WIDTH = 1 << 24
 
 
 def process_advantages(
@@ -32,7 +38,7 @@ def process_advantages(
     the reward-to-go; float32 ``[N, width]`` on ``device`` (default CPU). ``rewards`` and ``points``
     may gather several `RePROResult`s: a trainer whose groups span processes calls this once."""
     check_choice(normalize, "normalize", NORMALIZE_MODES)
-    width = check_int(width, "width", 0)
+    width = check_int(width, "width", 0, MAX_WIDTH)
     n = len(check_sequence(rewards, "rewards"))
     check_sequence(points, "points", n)
     check_group_ids(group_ids, n)
@@ -71,7 +77,7 @@ def check_points_batch(points: Sequence, counts: list[int], width: int) -> list[
 
 def grpo_advantages(
     outcome_rewards, group_ids: Sequence[Hashable] | None, process_advantages: torch.Tensor | None = None,
-    response_mask: torch.Tensor | None = None, alpha: float = 0.1,
+    response_mask: torch.Tensor | None = None, alpha: float = RePROConfig.alpha,
 ) -> torch.Tensor:
     """Per-token GRPO advantage with RePro's process term (SPEC §6): float32 ``[N, n_max]``.
 

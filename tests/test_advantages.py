@@ -13,7 +13,9 @@ import pytest
 import reference as R
 import torch
 
+import repro_fast.advantages as advantages
 from repro_fast import RePROConfig, RePROScorer, grpo_advantages, process_advantages
+from repro_fast.advantages import MAX_WIDTH
 
 Q = [15496, 995, 30]  # "Hello world?"
 TEXTS = ["a.\n\nb.\n\nc?\nd</think>e", "", "x", "one.\n\ntwo.\n\nthree.\n\nfour.\n\nfive"]
@@ -106,6 +108,18 @@ def test_process_advantages_against_reference():
 def test_process_advantages_bad_input(args, match):
     with pytest.raises((ValueError, TypeError), match=match):
         process_advantages(*args)
+
+
+@pytest.mark.parametrize("width", [10**12, MAX_WIDTH + 1])
+def test_process_advantages_refuses_an_absurd_width_before_allocating(width, monkeypatch):
+    """issue 27 item 11: width=10**12 went on to torch (an 8 TB allocation) instead of a ValueError.
+    The allocating step is replaced by a failure here, so the old code fails this test safely."""
+    def allocates(*args, **kwargs):
+        raise AssertionError(f"reached the [N, width] allocation with width = {width}")
+
+    monkeypatch.setattr(advantages, "reward_to_go_at_points", allocates)
+    with pytest.raises(ValueError, match=rf"^width: expected an int in \[0, {MAX_WIDTH}\], got {width}$"):
+        process_advantages([[1.0]], [[0, 1]], width)
 
 
 # ------------------------------------------------------------------------------------------
