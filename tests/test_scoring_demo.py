@@ -1,7 +1,7 @@
-"""`repro_fast.demo` (`repro-fast demo --scoring`): score real GSM8K chains of thought, print one row per
-scored segment (J = -NLL, S_magn, S_stab, r as the result holds them), then time the fast and naive
-backends, each after an untimed warm-up call, under the demo's thread count (restored after). Fast
-with a tiny random model in place of SmolLM2; with the real SmolLM2 (slow)."""
+"""`repro_fast.scoring_demo` (`repro-fast demo --scoring`): score real GSM8K chains of thought, print
+one row per scored segment (J = -NLL, S_magn, S_stab, r as the result holds them), then time the fast
+and naive backends, each after an untimed warm-up call, under the demo's thread count (restored
+after). Fast with a tiny random model in place of SmolLM2; with the real SmolLM2 (slow)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import re
 import pytest
 import torch
 
-import repro_fast.demo as demo
+import repro_fast.scoring_demo as demo
 from repro_fast import RePROConfig, RePROScorer
 
 
 def test_scoring_demo_prints_each_segment_of_the_result(tiny_llama, gpt2_tokenizer, monkeypatch, capsys):
-    monkeypatch.setattr(demo, "load_smollm2", lambda: (tiny_llama, gpt2_tokenizer))
+    monkeypatch.setattr(demo, "load_smollm2", lambda **kwargs: (tiny_llama, gpt2_tokenizer))
     timings = demo.run_demo(num_problems=2, num_segments=3, width=30)
     out = capsys.readouterr().out
     assert set(timings["warmup"]) == set(timings["timed"]) == {"fast", "naive"}
@@ -40,9 +40,7 @@ def test_scoring_demo_prints_each_segment_of_the_result(tiny_llama, gpt2_tokeniz
 
 @pytest.mark.slow
 def test_scoring_demo_times_after_warmup(smollm2, monkeypatch, capsys):
-    import repro_fast.demo as demo
-
-    monkeypatch.setattr(demo, "load_smollm2", lambda: smollm2)
+    monkeypatch.setattr(demo, "load_smollm2", lambda **kwargs: smollm2)
     before = torch.get_num_threads()
     want = 1 if before != 1 else 2
     seen = []
