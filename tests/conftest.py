@@ -21,6 +21,24 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory):
+    """SmolLM2's de-quantized copy goes to a cache folder of this session (the first test that
+    loads the model fills it, the others read it), never to the user's ~/.cache; a cache the user
+    chose with REPRO_FAST_CACHE is used as it is. Subprocesses inherit the setting."""
+    if "REPRO_FAST_CACHE" in os.environ:
+        yield os.environ["REPRO_FAST_CACHE"]
+        return
+    folder = str(tmp_path_factory.mktemp("repro_fast_cache"))
+    os.environ["REPRO_FAST_CACHE"] = folder
+    try:
+        yield folder
+    finally:
+        os.environ.pop("REPRO_FAST_CACHE", None)
+
+
 GPT2_VOCAB = 50257
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
