@@ -32,6 +32,17 @@ NO_PROGRESS = "turn off every progress bar, transformers' included (default: sho
 EXAMPLES_OUT = "repro-fast-examples"  # where `repro-fast examples` writes by default
 
 
+def _values_list(text: str) -> list:
+    """``--values`` items: comma-separated, each parsed as JSON (numbers, true/false), else a string."""
+    out = []
+    for item in text.split(","):
+        try:
+            out.append(json.loads(item))
+        except json.JSONDecodeError:
+            out.append(item.strip())
+    return out
+
+
 def _default(fn, name: str):
     """The default of parameter ``name`` of ``fn``: the one place a command's defaults are written."""
     return inspect.signature(fn).parameters[name].default
@@ -159,8 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     for f in dataclasses.fields(SFTConfig):
         _add_field_flag(sft, SFTConfig, f.name)
 
-    study = sub.add_parser("study", help="N seeds of GRPO and GRPO + RePro: mean and 95%% interval of "
-                                         "held-out accuracy, response length, re-checks; a plot")
+    study = sub.add_parser("study", help="a sweep over one setting (default: plain GRPO vs GRPO + RePro), "
+                                         "N seeds each from one SFT per seed: mean and 95%% interval of "
+                                         "held-out accuracy, response length, re-checks and paired "
+                                         "differences; a table and a plot")
 
     def study_flag(flag, kind, text):
         dest = flag.removeprefix("--").replace("-", "_")
@@ -172,7 +185,19 @@ def build_parser() -> argparse.ArgumentParser:
     study_flag("--steps", int, "GRPO steps per run")
     study_flag("--sft-steps", int, "toy: SFT steps of each seed's warm start")
     study_flag("--eval-problems", int, "held-out problems (one sample each, tau = 1)")
-    study_flag("--alpha", float, "RePro's weight in the RePro arm")
+    study_flag("--alpha", float, "RePro's weight in the RePro arms")
+    study.add_argument("--sweep", default=None,
+                       help="a GRPO setting to sweep, the rest fixed: alpha (one arm per value), a RePro "
+                            "setting such as stability_weight or num_segments (plain arm + one arm per "
+                            "value at --alpha), or any other such as estimator (each value without and "
+                            "with RePro) (default: none: plain GRPO vs GRPO + RePro)")
+    study.add_argument("--values", type=_values_list, default=None,
+                       help="the swept values, comma-separated, each read as JSON else a string "
+                            "(0,0.05,0.1 or grpo,rloo) (default: for alpha 0,0.025,0.05,0.1,0.2,0.4; "
+                            "other sweeps need it)")
+    study.add_argument("--workers", type=int, default=None,
+                       help="processes running the SFTs and runs side by side, one torch thread each on "
+                            "the toy task (default: one per usable core)")
     study_flag("--out", str, "output folder (study.json, study.md, study.png, seedN/); an earlier study "
                              "in it is replaced, a folder holding other files is refused")
     study.add_argument("--threads", type=int, default=_default(run_study, "threads"), help=THREADS)
