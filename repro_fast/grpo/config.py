@@ -12,29 +12,32 @@ import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from repro_fast.config import RePROConfig
+from repro_fast.grpo.estimators import ESTIMATORS
 from repro_fast.outputs import UsageError
 
 SCORERS = ("fast", "naive", "none")
-NORMALIZE = ("group", "batch", "none")
 DEVICES = ("auto", "cpu", "cuda")
 
 _BOUNDS = {  # a range as the error messages write it, and its test
     ">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1, ">= 2": lambda v: v >= 2, "> 0": lambda v: v > 0,
     "in [0, 1)": lambda v: 0 <= v < 1,
 }
-_RANGES = {  # GRPOConfig's and SFTConfig's numeric fields with a range (mini_batch_size: see below)
+# GRPOConfig's and SFTConfig's numeric fields with a range (mini_batch_size: see below; the RePro fields
+# are RePROConfig's, checked by it)
+_RANGES = {
     "steps": ">= 1", "prompts_per_step": ">= 1", "group_size": ">= 2", "epochs": ">= 1",
-    "micro_batch_size": ">= 1", "num_segments": ">= 1", "eval_every": ">= 0", "eval_problems": ">= 0",
+    "micro_batch_size": ">= 1", "eval_every": ">= 0", "eval_problems": ">= 0",
     "save_every": ">= 0", "seed": ">= 0", "sft_steps": ">= 1", "max_new_tokens": ">= 1", "threads": ">= 0",
-    "temperature": "> 0", "eps_low": "in [0, 1)", "eps_high": ">= 0", "kl_coef": ">= 0", "lr": "> 0",
+    "eps_low": "in [0, 1)", "eps_high": ">= 0", "kl_coef": ">= 0", "lr": "> 0",
     "weight_decay": ">= 0", "max_grad_norm": "> 0", "adam_beta1": "in [0, 1)", "adam_beta2": "in [0, 1)",
     "batch_size": ">= 1", "warmup": ">= 0",
 }
 _TASK_DEFAULT = " (or null for the task's default)"
 _NULL_MEANS = {"max_new_tokens": _TASK_DEFAULT, "lr": _TASK_DEFAULT,
                "threads": " (0: torch's default) or null (the task's choice)"}
-_FIXES = {"group_size": "GRPO normalizes rewards within a group, so with one sample per prompt "
-                        "every advantage is 0"}
+_FIXES = {"group_size": "GRPO and RLOO compare the samples of a prompt's group, so with one sample per "
+                        "prompt every advantage is 0"}
 _TYPES = {  # an annotation's type: what the error message expects, and the test (no bool is an int)
     "str": ("a string", lambda v: isinstance(v, str)),
     "bool": ("true or false", lambda v: isinstance(v, bool)),
@@ -79,6 +82,19 @@ def setting(default, doc: str, **kwargs):
     """A config field with its documentation, kept where the field is declared (as TRL's and Hugging
     Face's ``metadata={"help": ...}``): ``--list-settings`` and the CLI's flag help read it there."""
     return field(default=default, metadata={"help": doc}, **kwargs)
+
+
+def repro_setting(doc: str, *, name: str):
+    """A `GRPOConfig` field that is `RePROConfig`'s field ``name``: its default is RePROConfig's (read
+    from it, not copied), its bounds are RePROConfig's (checked when `GRPOConfig` builds its ``repro``),
+    and ``doc`` says what the trainer does with it."""
+    default = RePROConfig.__dataclass_fields__[name].default
+    return field(default=default, metadata={"help": doc, "repro_field": name})
+
+
+def repro_fields(cls) -> list[str]:
+    """The fields of ``cls`` declared with `repro_setting`."""
+    return [f.name for f in dataclasses.fields(cls) if "repro_field" in f.metadata]
 
 
 def setting_help(cls, name: str) -> str:
@@ -138,8 +154,9 @@ class GRPOConfig:
     prompts_per_step: int = setting(8, "Prompts sampled per step.")
     group_size: int = setting(8, "Completions sampled per prompt, G (TRL: num_generations); at least 2, "
                               "since GRPO normalizes rewards within each prompt's group.")
-    temperature: float = setting(1.0, "Sampling temperature tau of the rollouts, also used by RePro's scorer "
-                                 "and by the loss's log-probs (as TRL's temperature); in [1e-4, 1e4].")
+    temperature: float = repro_setting("Sampling temperature tau of the rollouts, also RePro's tau (the "
+                                       "scorer's softmax) and the loss's log-probs' (as TRL's temperature); "
+                                       "in [1e-4, 1e4].", name="temperature")
     max_new_tokens: int | None = setting(None, "Most tokens per completion (TRL: max_completion_length). "
                                          "null: the task's (toy: 96, gsm8k: 256).")
     # --- optimization ---
@@ -156,20 +173,34 @@ class GRPOConfig:
     eps_high: float = setting(0.28, "Upper PPO clip range: the ratio is clipped at 1 + eps_high; above "
                               "eps_low it is DAPO's clip-higher (Yu et al., arXiv 2503.14476; TRL: "
                               "epsilon_high).")
-    kl_coef: float = setting(0.0, "beta: weight of the per-token KL penalty to the frozen initial policy, "
-                             "estimated with the k3 estimator exp(q) - q - 1, q = ref - policy log-prob "
-                             "(Schulman, 'Approximating KL divergence', 2020), as in GRPO (Shao et al., "
-                             "arXiv 2402.03300; TRL: beta). 0: no reference model is kept.")
-    # --- RePro ---
+    kl_coef: float = setting(0.0, "beta: weight of the per-token KL penalty to the frozen initial policy. "
+                             "grpo and rloo: a loss term, the k3 estimate exp(q) - q - 1, q = ref - policy "
+                             "log-prob (Schulman, 'Approximating KL divergence', 2020), as in GRPO (Shao et "
+                             "al., arXiv 2402.03300; TRL: beta). reinforce_plus_plus: a token reward, "
+                             "-beta * (old - ref log-prob), as REINFORCE++ (verl: use_kl_in_reward with "
+                             "kl_penalty=kl). 0: no reference model is kept.")
+    estimator: str = setting("grpo", "The outcome advantage A_t that RePro's alpha * A_process is added to "
+                             "(repro_fast.grpo.estimators; names as verl's adv_estimator): grpo (reward "
+                             "normalized within each prompt's group; Shao et al., arXiv 2402.03300), "
+                             "reinforce_plus_plus (REINFORCE++: return-to-go of the outcome reward minus the "
+                             "per-token KL, normalized over the whole batch; Hu et al., arXiv 2501.03262) or "
+                             "rloo (reward minus the mean of the group's other samples; Ahmadian et al., "
+                             "arXiv 2402.14740).")
+    # --- RePro (the fields declared with repro_setting are RePROConfig's: its defaults, its bounds; the
+    # trainer's scorer gets them as GRPOConfig.repro) ---
     scorer: str = setting("fast", "RePro's scoring backend: fast (one pass per CoT, KV cache reused for the "
                           "answer copies), naive (one forward per scored prefix, as the paper's code) or "
                           "none (plain GRPO; needs alpha = 0).")
-    alpha: float = setting(0.1, "Weight of RePro's process advantage: A = A_outcome + alpha * A_process "
-                           "(RePro, Liu et al., arXiv 2512.01925). 0: plain GRPO.")
-    num_segments: int = setting(20, "RePro's k: the most high-entropy segment starts scored per CoT; in [1, "
-                                "65536].")
-    normalize: str = setting("group", "Scope of RePro's reward normalization (SPEC section 6): group (within "
-                             "each prompt's group), batch or none.")
+    alpha: float = repro_setting("Weight of RePro's process advantage: A_t = A_outcome,t + alpha * "
+                                 "A_process,t (RePro, Liu et al., arXiv 2512.01925; SPEC section 6). Read by "
+                                 "the trainer's advantage step (repro_fast.grpo.estimators.advantages), not "
+                                 "by the scorer. 0: the estimator alone.", name="alpha")
+    num_segments: int = repro_setting("RePro's k: the most high-entropy segment starts scored per CoT; in "
+                                      "[1, 65536].", name="num_segments")
+    stability_weight: float = repro_setting("RePro's w in S = (1 - w) S_magnitude + w S_stability (SPEC "
+                                            "section 5); in [0, 1].", name="stability_weight")
+    normalize: str = repro_setting("Scope of RePro's reward normalization (SPEC section 6): group (within "
+                                   "each prompt's group), batch or none.", name="normalize")
     compare_naive: bool = setting(False, "Also score every rollout batch with the naive backend, timed and "
                                   "compared (time_score_naive_s, naive_max_abs_diff in metrics.jsonl); "
                                   "training is unchanged.")
@@ -203,9 +234,10 @@ class GRPOConfig:
     rollout_batch_size: int = field(init=False, default=0)
     grad_accum_steps: int = field(init=False, default=0)
     optimizer_steps_per_step: int = field(init=False, default=0)
+    # the scorer's settings: the fields declared with repro_setting and the task's think_end
+    repro: RePROConfig | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
-        from repro_fast.config import RePROConfig
         from repro_fast.grpo.tasks import TASKS
         from repro_fast.grpo.verify import VERIFIERS
 
@@ -214,18 +246,18 @@ class GRPOConfig:
             close = difflib.get_close_matches(str(self.task), TASKS, n=1)
             hint = f"did you mean {close[0]!r}?" if close else ""
             raise _bad(self, "task", f"one of {sorted(TASKS)}", hint)
-        for name, choices in (("scorer", SCORERS), ("normalize", NORMALIZE)):
+        for name, choices in (("scorer", SCORERS), ("estimator", ESTIMATORS)):
             if getattr(self, name) not in choices:
                 raise _bad(self, name, f"one of {choices}")
         check_device(self)
         if isinstance(self.verifier, str) and self.verifier not in VERIFIERS:
             expected = f"one of {sorted(VERIFIERS)} (a built-in verifier's name) or a callable"
             raise _bad(self, "verifier", expected)
-        # RePro's own bounds (e.g. num_segments <= 65536, temperature in [1e-4, 1e4]), checked now rather
-        # than when the trainer builds its scorer, after a warm start that may take minutes
+        # the scorer's config, built (and so checked against RePro's bounds) now rather than after a warm
+        # start that may take minutes; its message names the field as the user set it, a GRPOConfig key
         try:
-            RePROConfig(num_segments=self.num_segments, alpha=self.alpha, temperature=self.temperature,
-                        normalize=self.normalize)
+            self.repro = RePROConfig(think_end=TASKS[self.task].think_end,
+                                     **{name: getattr(self, name) for name in repro_fields(GRPOConfig)})
         except (TypeError, ValueError) as exc:
             raise ConfigError(str(exc).removeprefix("RePROConfig.")) from None
         if self.scorer == "none" and self.alpha != 0:
@@ -252,8 +284,9 @@ class GRPOConfig:
         self.optimizer_steps_per_step = self.epochs * (self.rollout_batch_size // mini)
 
     def to_dict(self) -> dict:
-        """Every field as JSON-ready values (a callable verifier by its name), for config.json."""
-        d = dataclasses.asdict(self)
+        """Every field as JSON-ready values (a callable verifier by its name), for config.json; ``repro``
+        is left out (its values are the fields declared with `repro_setting`)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "repro"}
         if callable(self.verifier):
             d["verifier"] = getattr(self.verifier, "__name__", "callable")
         return d
@@ -264,8 +297,19 @@ class GRPOConfig:
         return [f.name for f in dataclasses.fields(cls) if f.init]
 
 
+def _unique_keys(pairs: list[tuple]) -> dict:
+    """A JSON object as a dict, refusing a key given twice (as TOML does) rather than keeping the last."""
+    data = {}
+    for key, value in pairs:
+        if key in data:
+            raise ValueError(f"key {key!r} is given twice")
+        data[key] = value
+    return data
+
+
 def read_config_file(path: str) -> dict:
-    """The settings in a ``.json`` or ``.toml`` file (TOML: top level or a ``[grpo]`` table)."""
+    """The settings in a ``.json`` or ``.toml`` file (TOML: top level or a ``[grpo]`` table); a key given
+    twice is an error in both."""
     if not os.path.isfile(path):
         raise ConfigError(f"config: file {path!r} does not exist")
     ext = os.path.splitext(path)[1].lower()
@@ -274,7 +318,7 @@ def read_config_file(path: str) -> dict:
     try:
         if ext == ".json":
             with open(path, encoding="utf-8") as fp:
-                data = json.load(fp)
+                data = json.load(fp, object_pairs_hook=_unique_keys)
         else:
             try:
                 import tomllib
@@ -296,11 +340,20 @@ def load_config(path: str | None = None, **overrides) -> GRPOConfig:
     (``mini_batch_size=None``: the whole rollout batch), so pass only the settings you mean to set.
     Unknown keys are an error that names the closest valid key."""
     data = read_config_file(path) if path else {}
+    # an error on a key the file sets (and no override replaces) names the file and the key, not a flag
+    from_file = {key for key in data if key not in overrides}
+    where = f"config file {path!r}" if path else "config"
     data.update(overrides)
     valid = GRPOConfig.settable_fields()
     for key in data:
         if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=1)
+            close = difflib.get_close_matches(str(key), valid, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"config: unknown key {key!r}{hint}; valid keys: {', '.join(valid)}")
-    return GRPOConfig(**data)
+            origin = where if key in from_file else "config"
+            raise ConfigError(f"{origin}: unknown key {key!r}{hint}; valid keys: {', '.join(valid)}")
+    try:
+        return GRPOConfig(**data)
+    except ConfigError as exc:
+        if str(exc).split(":", 1)[0] not in from_file:  # a message starts with the key it is about
+            raise
+        raise ConfigError(f"{where}: {exc}") from None

@@ -23,10 +23,10 @@ from repro_fast.model import ModelAdapter
 
 
 def sequence_logprobs(model, prompts: list[list[int]], responses: list[list[int]], temperature: float = 1.0,
-                      pad_id: int = 0, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+                      autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
     """``[N, n_max]`` fp32 ``log softmax(z / tau)[y_t]`` of every response token (0 on padding),
-    differentiable. The scorer's own `ModelAdapter.response_pass`, so the values equal
-    ``RePROResult.token_logprobs`` and the PPO ratio is 1 before the first update. ``pad_id``: unused."""
+    differentiable. The scorer's own `ModelAdapter.response_pass` (unpadded, so no pad id), so the
+    values equal ``RePROResult.token_logprobs`` and the PPO ratio is 1 before the first update."""
     head = model.get_output_embeddings()
     adapter = ModelAdapter(model, temperature, resolve_kernels(None, head.weight.device))
     prompts = [np.asarray(p, dtype=np.int64) for p in prompts]

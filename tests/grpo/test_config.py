@@ -4,6 +4,7 @@ that say what to change), config files (JSON, TOML, unknown keys) and the CLI's 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -26,7 +27,9 @@ def test_derived_sizes():
         (dict(group_size=1), "group_size: expected an int >= 2"),
         (dict(task="toyy"), "did you mean 'toy'"),
         (dict(scorer="fastest"), "scorer: expected one of"),
-        (dict(temperature=0.0), "temperature: expected a number > 0"),
+        (dict(temperature=0.0), "temperature: expected a number in [0.0001, 10000.0], got 0.0"),
+        (dict(stability_weight=1.5), "stability_weight: expected a number in [0.0, 1.0], got 1.5"),
+        (dict(estimator="ppo"), "estimator: expected one of ('grpo', 'reinforce_plus_plus', 'rloo')"),
         (dict(eps_low=1.5), "eps_low"),
         (dict(steps=0), "steps: expected an int >= 1"),
         (dict(steps=2.5), "steps: expected an int"),
@@ -41,7 +44,7 @@ def test_derived_sizes():
     ],
 )
 def test_bad_values_say_what_to_change(kwargs, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         GRPOConfig(**kwargs)
 
 
@@ -84,7 +87,9 @@ def test_cli_bad_config_value(capsys, tmp_path):
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"group_size": 1}))
     err = _cli_error(["train", str(cfg), "--out", str(tmp_path)], capsys)
-    assert "--group-size: expected an int >= 2, got 1" in err  # the key, named as its flag
+    # the file's key, named as the file and the key (issue 27: it said --group-size, a flag not given)
+    assert f"config file {str(cfg)!r}: group_size: expected an int >= 2, got 1" in err
+    assert "--group-size" not in err
     err = _cli_error(["train", "--scorer", "slow", "--out", str(tmp_path)], capsys)
     assert "scorer: expected one of ('fast', 'naive', 'none'), got 'slow'" in err
     err = _cli_error(["train", "--set", "eps_high=-1", "--out", str(tmp_path)], capsys)
@@ -140,3 +145,75 @@ def test_null_mini_batch_size_is_the_whole_rollout_batch():
     for config in (load_config(mini_batch_size=None), GRPOConfig(mini_batch_size=None)):
         assert config.mini_batch_size == config.rollout_batch_size == 64
         assert config.optimizer_steps_per_step == 1
+
+
+# ------------------------------------------------------------------------------------------
+# issue 27 item 10: config files (duplicate keys refused in JSON as in TOML; errors on a file's
+# keys name the file and the key, not a flag)
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, text", [
+    ("dup.json", '{"alpha": 0.2, "alpha": 0.7}'),
+    ("dup.toml", "alpha = 0.2\nalpha = 0.7\n"),
+    ("nested.json", '{"steps": 3, "alpha": 0.2, "seed": {"a": 1, "a": 2}}'),
+])
+def test_config_file_duplicate_key_is_refused(name, text, tmp_path, capsys):
+    """A JSON config with a key twice ran with the last value (0.7) silently; TOML refused it."""
+    cfg = tmp_path / name
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match=f"config: cannot parse {str(cfg)!r}"):
+        load_config(str(cfg))
+    err = _cli_error(["train", str(cfg), "--out", str(tmp_path / "out")], capsys)
+    assert f"config: cannot parse {str(cfg)!r}" in err and not (tmp_path / "out").exists()
+    if name.endswith(".json"):
+        assert "key 'alpha' is given twice" in err or "key 'a' is given twice" in err
+
+
+@pytest.mark.parametrize("settings, key, message", [
+    ({"alpha": float("inf")}, "alpha", "alpha: expected a finite number"),
+    ({"group_size": 1}, "group_size", "group_size: expected an int >= 2, got 1"),
+    ({"prompts_per_step": 3, "group_size": 4, "mini_batch_size": 5}, "mini_batch_size",
+     "mini_batch_size: 5 does not divide"),
+    ({"stepz": 3}, "stepz", "unknown key 'stepz' (did you mean 'steps'?)"),
+])
+def test_config_file_errors_name_the_file_and_the_key(settings, key, message, tmp_path, capsys):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(settings))
+    with pytest.raises(ConfigError) as exc:
+        load_config(str(cfg))
+    assert str(exc.value).startswith(f"config file {str(cfg)!r}: {message}")
+    err = _cli_error(["train", str(cfg), "--out", str(tmp_path / "out")], capsys)
+    flag = "--" + key.replace("_", "-")
+    assert f"config file {str(cfg)!r}: {message}" in err and f"{flag}:" not in err
+
+
+def test_a_flag_that_overrides_the_file_is_named_as_the_flag(tmp_path, capsys):
+    """The value in error is the flag's, not the file's: the error names the flag."""
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"group_size": 4}))
+    err = _cli_error(["train", str(cfg), "--group-size", "1", "--out", str(tmp_path / "out")], capsys)
+    assert "--group-size: expected an int >= 2, got 1" in err and "config file" not in err
+    with pytest.raises(ConfigError, match="^group_size: expected an int >= 2, got 1"):
+        load_config(str(cfg), group_size=1)
+
+
+def test_repro_settings_are_reproconfigs_fields():
+    """One place per setting: the RePro fields' defaults are RePROConfig's, and the scorer's config is
+    built from the values set (with the task's think_end), not from copies."""
+    import dataclasses
+
+    from repro_fast.config import RePROConfig
+    from repro_fast.grpo.config import repro_fields, setting_help
+    from repro_fast.grpo.tasks import TASKS
+
+    names = repro_fields(GRPOConfig)
+    assert set(names) == {"temperature", "alpha", "num_segments", "stability_weight", "normalize"}
+    defaults = {f.name: f.default for f in dataclasses.fields(RePROConfig)}
+    assert all(f.default == defaults[f.name] for f in dataclasses.fields(GRPOConfig) if f.name in names)
+    c = GRPOConfig(alpha=0.3, num_segments=7, stability_weight=0.5, normalize="batch", temperature=0.7,
+                   estimator="rloo")
+    assert c.repro == RePROConfig(alpha=0.3, num_segments=7, stability_weight=0.5, normalize="batch",
+                                  temperature=0.7, think_end=TASKS["toy"].think_end)
+    assert "repro" not in c.to_dict() and c.to_dict()["estimator"] == "rloo"
+    assert "repro_fast.grpo.estimators.advantages" in setting_help(GRPOConfig, "alpha")  # alpha's reader

@@ -134,7 +134,7 @@ def test_sequence_logprobs_equal_repro_token_logprobs():
         prompts, responses, answers
     )
     with torch.no_grad():
-        ours = sequence_logprobs(model, prompts, responses, temperature, pad_id=tok.pad_token_id)
+        ours = sequence_logprobs(model, prompts, responses, temperature)
     assert ours.shape == res.token_logprobs.shape
     assert torch.allclose(ours, res.token_logprobs, atol=1e-5)
     assert (ours[~res.response_mask] == 0).all()

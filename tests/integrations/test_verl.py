@@ -2,7 +2,8 @@
 .ci/verl_tests.sh; without verl the module names what to install).
 
 Everything here runs on CPU: converters, log-probs against verl's own log-prob function, the
-trainer-side step against verl's GRPO estimator, the worker-side step (plain, FSDP2 and FSDP1
+trainer-side step against verl's GRPO, GAE (PPO with a critic) and REINFORCE++ estimators, the built-in
+trainer's estimators (repro_fast.grpo.estimators) against verl's, the worker-side step (plain, FSDP2 and FSDP1
 sharded over two gloo ranks) and both steps inside Ray. No GPU, no rollout engine, no trainer
 ``fit`` loop (verl's FSDP engines register for cuda/npu only).
 """
@@ -263,6 +264,111 @@ def test_trainer_step_normalizes_over_whole_groups_only(scorer, gpt2_tokenizer):
     assert (whole - halves).abs().max() > 1e-2
     with pytest.raises(TypeError, match="alpha: expected a number"):
         rv.add_process_advantages(data, alpha="0.1")
+
+
+def _algo_config(**kwargs):
+    from verl.trainer.config.algorithm import AlgoConfig
+
+    return AlgoConfig(**kwargs)
+
+
+@pytest.mark.verl
+@pytest.mark.parametrize("estimator", ["gae", "reinforce_plus_plus"])
+def test_trainer_step_with_gae_and_reinforce_plus_plus(scorer, gpt2_tokenizer, estimator):
+    """PPO with a critic (GAE) and REINFORCE++: the trainer step gives exactly verl's estimator on the
+    batch + alpha x score()'s process advantages; verl's returns are left as they were."""
+    from verl.trainer.ppo import core_algos
+    from verl.trainer.ppo.core_algos import AdvantageEstimator
+
+    ref = _reference(scorer, gpt2_tokenizer)
+    data = _dense_batch(gpt2_tokenizer)
+    data.batch.update(rv.score_batch(scorer, data))
+    mask = data.batch["response_mask"]
+    g = torch.Generator().manual_seed(5)
+    # verl's apply_kl_penalty (use_kl_in_reward) shapes the token rewards before any estimator sees them
+    kl = torch.rand(mask.shape, generator=g) * 0.05
+    data.batch["token_level_rewards"] = _outcome_rewards(data) - 0.1 * kl * mask
+    gamma, lam, alpha = 0.99, 0.95, 0.1
+    if estimator == "gae":
+        data.batch["values"] = torch.randn(mask.shape, generator=g) * mask  # the critic's V(s_t)
+        theirs, returns = core_algos.compute_gae_advantage_return(
+            data.batch["token_level_rewards"], data.batch["values"], mask, gamma=gamma, lam=lam)
+        kind = AdvantageEstimator.GAE
+    else:
+        theirs, returns = core_algos.compute_reinforce_plus_plus_outcome_advantage(
+            data.batch["token_level_rewards"], mask, config=_algo_config(gamma=gamma))
+        kind = AdvantageEstimator.REINFORCE_PLUS_PLUS
+    rv.compute_advantage(data, alpha=alpha, adv_estimator=kind, gamma=gamma, lam=lam,
+                         config=_algo_config(gamma=gamma, lam=lam, adv_estimator=estimator))
+    expected = theirs + alpha * ref.process_advantages * mask
+    assert (data.batch["advantages"] - expected).abs().max() < 1e-5
+    assert torch.equal(data.batch["returns"], returns)
+    assert (ref.process_advantages.abs() > 1e-3).any()  # the process term is really there
+    assert (data.batch["advantages"] - theirs).abs().max() > 1e-3
+
+
+# ------------------------------------------------------------------------------------------
+# The built-in trainer's estimators (repro_fast.grpo.estimators) against verl's core_algos
+# ------------------------------------------------------------------------------------------
+
+
+def _random_outcomes(group_size: int, groups: int = 3, width: int = 10):
+    """Random rewards, uids, prefix masks (row 0 of length 1) and KL estimates, in float64."""
+    g = torch.Generator().manual_seed(group_size)
+    n = groups * group_size
+    rewards = (torch.rand(n, generator=g) < 0.5).double() + 0.1 * torch.rand(n, generator=g).double()
+    uids = np.array([f"p{b // group_size}" for b in range(n)], dtype=object)
+    lengths = torch.randint(1, width + 1, (n,), generator=g)
+    lengths[0] = 1
+    mask = (torch.arange(width) < lengths[:, None]).double()
+    kl = torch.rand(n, width, generator=g).double() * 0.1
+    return rewards, uids, mask, kl
+
+
+def _token_level(rewards, mask, kl=None, kl_coef=0.0):
+    """verl's layout: the score on the last response token, minus kl_coef x KL on every token."""
+    tl = torch.zeros_like(mask)
+    tl[torch.arange(len(rewards)), mask.sum(1).long() - 1] = rewards
+    return tl - (kl_coef * kl * mask if kl is not None else 0.0)
+
+
+@pytest.mark.verl
+@pytest.mark.parametrize("group_size", [1, 2, 8])
+@pytest.mark.parametrize("kl_coef", [0.0, 0.2])
+def test_reinforce_plus_plus_equals_verls(group_size, kl_coef):
+    from verl.trainer.ppo import core_algos
+
+    from repro_fast.grpo.estimators import reinforce_plus_plus_advantages
+
+    rewards, _, mask, kl = _random_outcomes(group_size)
+    for gamma in (1.0, 0.9):
+        theirs, _ = core_algos.compute_reinforce_plus_plus_outcome_advantage(
+            _token_level(rewards, mask, kl, kl_coef), mask, config=_algo_config(gamma=gamma))
+        ours = reinforce_plus_plus_advantages(rewards, mask.bool(), kl, kl_coef, gamma)
+        # verl's masked_mean divides by (token count + 1e-8): a relative 1e-8/count off the exact mean
+        assert (ours - theirs).abs().max() < 1e-7
+
+
+@pytest.mark.verl
+@pytest.mark.parametrize("group_size", [1, 2, 8])
+@pytest.mark.parametrize("estimator", ["rloo", "grpo"])
+def test_rloo_and_grpo_equal_verls(group_size, estimator):
+    """Equal for groups of 2 and more; a group of one has no baseline: ours gives 0 (as TRL, and as
+    `repro_fast.advantages.grpo_advantages`), verl keeps R itself (baseline 0; GRPO: R / (1 + 1e-6))."""
+    from verl.trainer.ppo import core_algos
+
+    from repro_fast.grpo.estimators import advantages
+
+    rewards, uids, mask, _ = _random_outcomes(group_size)
+    fn = core_algos.compute_rloo_outcome_advantage if estimator == "rloo" else \
+        core_algos.compute_grpo_outcome_advantage
+    theirs, _ = fn(_token_level(rewards, mask), mask, index=uids)
+    ours = advantages(estimator, rewards, list(uids), mask.bool(), alpha=0.0).double()
+    if group_size > 1:
+        assert (ours - theirs).abs().max() < 1e-6
+    else:
+        assert (ours == 0).all()
+        assert (theirs - rewards[:, None] * mask).abs().max() < 1e-5
 
 
 class _FakeEngine:
