@@ -330,6 +330,7 @@ class _CacheRestore:
         self.cache_state = dict(vars(cache)) if hasattr(cache, "__dict__") else None
 
     def restore(self) -> None:
+        """Every layer's and the cache's attributes as they were when this object was made."""
         for layer, state in self.saved:
             vars(layer).clear()
             vars(layer).update(state)
