@@ -70,6 +70,19 @@ def sliding_window(model) -> int | None:
     return int(window)
 
 
+def sliding_window_refusal(model, longest: int | None) -> str | None:
+    """Why real sequences ``[q, y, a]`` of up to ``longest`` tokens (None: any length) cannot be
+    scored by extending a cache (None when they can): the extend step hands the model one explicit
+    mask for every layer, so a sliding window would not be applied past its length."""
+    window = sliding_window(model)
+    if window is None or (longest is not None and longest <= window):
+        return None
+    size = ("sequences of any length" if longest is None
+            else f"a prompt + response + answer of {longest} tokens")
+    return (f"{type(model).__name__}'s sliding window ({window}) is shorter than {size}; the answer copies "
+            "of the extend step would see keys beyond it")
+
+
 def kv_cache_refusal(cache, columns: int) -> str | None:
     """Why the answer copies cannot extend ``cache`` as the keys and values of exactly ``columns``
     fed columns (None when they can): every layer must be a growable attention KV layer holding

@@ -38,7 +38,7 @@ from repro_fast.model import (
     cache_of,
     dropout_in_effect,
     kv_cache_refusal,
-    sliding_window,
+    sliding_window_refusal,
 )
 
 
@@ -265,14 +265,10 @@ def _check_common(record, config: RePROConfig, adapter: ModelAdapter, what: str,
 def _check_window(adapter: ModelAdapter, items: list[Item], what: str) -> None:
     """Every answer copy's real sequence ``[q, y[0..f), a]`` must fit the sliding window: the extend
     step hands the model one explicit mask for all layers, so a window would not be applied."""
-    window = sliding_window(adapter.model)
-    if window is None:
-        return
     longest = max((len(it.prompt) + len(it.response) + len(it.answer) for it in items), default=0)
-    if longest > window:
-        raise UnusableRecord(f"{what}: a prompt + response + answer of {longest} tokens exceeds "
-                             f"{type(adapter.model).__name__}'s sliding window ({window}); the answer copies "
-                             "of the extend step would see keys beyond it. Score with backend='naive'")
+    reason = sliding_window_refusal(adapter.model, longest)
+    if reason is not None:
+        raise UnusableRecord(f"{what}: {reason}. Score with backend='naive'")
 
 
 def _check_positions(adapter: ModelAdapter, positions: torch.Tensor | None, real: torch.Tensor,

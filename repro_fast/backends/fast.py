@@ -37,7 +37,7 @@ from repro_fast.model import (
     ResponsePass,
     kv_cache_refusal,
     scoring_mode,
-    sliding_window,
+    sliding_window_refusal,
     text_config,
 )
 from repro_fast.ops import prefix_attention_mask
@@ -69,13 +69,9 @@ class FastBackend:
         explicit mask for every layer, so a sliding window would not be applied past its length;
         and the answer copies extend the KV cache, which a recurrent layer (hybrid models) cannot
         rewind to a prefix (probed once per model with a two-token forward)."""
-        window = sliding_window(self.adapter.model)
-        if window is not None and (longest is None or longest > window):
-            size = ("sequences of any length" if longest is None
-                    else f"a prompt + response + answer of {longest} tokens")
-            name = type(self.adapter.model).__name__
-            return (f"{name}'s sliding window ({window}) is shorter than {size}; "
-                    "the fast backend does not apply sliding windows in its answer-copy step")
+        reason = sliding_window_refusal(self.adapter.model, longest)
+        if reason is not None:
+            return reason
         if self._cache_refusal is None:
             device = self.adapter.device
             ids = torch.zeros(1, 2, dtype=torch.long, device=device)
